@@ -1,0 +1,5 @@
+import sys
+
+from ssdlite.cli import main
+
+sys.exit(main())

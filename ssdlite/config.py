@@ -1,0 +1,364 @@
+"""Configuration: YAML files read into frozen dataclasses.
+
+A config is a tree of frozen dataclasses (:class:`Config` at the root). Files are read with
+``yaml.safe_load``; every key must be a field of its section (unknown keys are errors that
+list the valid ones), every value is checked against the field's type and range, and
+``key=value`` overrides (``--set`` on every tool) are applied before validation.
+
+The resolved config is stored in every checkpoint as a plain dict (:func:`to_dict`) so a
+checkpoint rebuilds its model with no config file (:func:`from_dict`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import yaml
+
+__all__ = [
+    "BackboneConfig",
+    "AnchorConfig",
+    "ModelConfig",
+    "PreprocessConfig",
+    "LossConfig",
+    "PostprocessConfig",
+    "SplitConfig",
+    "DataConfig",
+    "TrainConfig",
+    "Config",
+    "ConfigError",
+    "load_config",
+    "from_dict",
+    "to_dict",
+    "apply_overrides",
+]
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is wrong; the message names it."""
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "mobilenet_v3_large"  # any name of backbones.list_backbones() or "timm:<model>"
+    width_mult: float = 1.0
+    reduced_tail: bool = False
+    weights: str | None = None  # ImageNet classification state dict (torchvision or ours), by path
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    # "paper": the TF Object Detection API layout the MobileNet papers used (3 boxes on the
+    # lowest map, 6 elsewhere); "torchvision": DefaultBoxGenerator(aspect_ratios, 0.2, 0.95).
+    layout: str = "paper"
+    min_ratio: float = 0.2
+    max_ratio: float = 0.95
+    # per feature map; the paper layout uses (2, 3) to mean ratios 2, 1/2, 3, 1/3
+    aspect_ratios: tuple[tuple[float, ...], ...] = ((2.0, 3.0),) * 6
+    clip: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    num_classes: int = 80  # object classes, background excluded (logits have num_classes + 1)
+    class_names: tuple[str, ...] = ()  # empty: COCO's 80 names when num_classes == 80, else class_<i>
+    input_size: tuple[int, int] = (320, 320)  # (height, width)
+    extra_channels: tuple[int, ...] = (512, 256, 256, 128)  # the four extra blocks, scaled by width_mult
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    resize: str = "stretch"  # "stretch" (torchvision) or "letterbox" (keeps the aspect ratio)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)  # on [0, 1] RGB
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    pad_value: int = 114  # letterbox border, uint8
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    classification: str = "softmax"  # "softmax" (hard-negative mining) or "focal" (sigmoid focal)
+    neg_pos_ratio: int = 3
+    iou_threshold: float = 0.5
+    box_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    focal_alpha: float = 0.75
+    focal_gamma: float = 2.0
+    bbox_loss_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    score_thresh: float = 0.001
+    topk_candidates: int = 300  # per class, before NMS
+    nms_thresh: float = 0.55
+    detections_per_img: int = 300
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    images: str | None = None
+    annotations: str | None = None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: SplitConfig = field(default_factory=SplitConfig)
+    val: SplitConfig = field(default_factory=SplitConfig)
+    augment: str = "ssdlite"  # "ssdlite" (min-IoU crop + flip), "ssd" (+ photometric, zoom-out) or "none"
+    keep_empty: bool = True  # keep images without boxes as negatives
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 600
+    batch_size: int = 24  # per process
+    lr: float = 0.15  # for the reference total batch below; scaled linearly by the real total batch
+    reference_batch: int = 192
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    norm_weight_decay: float = 0.0  # BN weights and all biases
+    warmup_epochs: float = 5.0
+    workers: int = 4
+    time_budget_s: float = 0.0  # 0: no budget; otherwise stop cleanly, evaluate and save
+    ema: bool = False
+    ema_decay: float = 0.9998
+    clip_grad_norm: float = 0.0  # 0: off
+    seed: int = 0
+    deterministic: bool = False
+    amp: bool = True  # only on CUDA
+    channels_last: bool = True
+    sync_bn: bool = False
+    eval_every: int = 1  # epochs
+    max_nonfinite: int = 20  # consecutive non-finite losses before the run stops
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# ----------------------------------------------------------------------------- checks
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "model.anchors.layout": ("paper", "torchvision"),
+    "preprocess.resize": ("stretch", "letterbox"),
+    "loss.classification": ("softmax", "focal"),
+    "data.augment": ("ssdlite", "ssd", "none"),
+}
+
+
+def _check_values(cfg: Config) -> None:
+    """Range checks that the types alone cannot express."""
+    for key, choices in _CHOICES.items():
+        value = _get(cfg, key)
+        if value not in choices:
+            raise ConfigError(f"{key}={value!r} is not allowed; choose one of {list(choices)}")
+
+    def need(ok: bool, key: str, rule: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}={_get(cfg, key)!r} is out of range: must be {rule}")
+
+    m, t, p, loss = cfg.model, cfg.train, cfg.postprocess, cfg.loss
+    need(m.backbone.width_mult > 0, "model.backbone.width_mult", "> 0")
+    need(m.num_classes >= 1, "model.num_classes", ">= 1")
+    need(
+        not m.class_names or len(m.class_names) == m.num_classes,
+        "model.class_names",
+        f"empty or exactly model.num_classes={m.num_classes} names",
+    )
+    need(len(m.input_size) == 2 and min(m.input_size) >= 32, "model.input_size", "[height, width], each >= 32")
+    need(len(m.extra_channels) >= 1 and min(m.extra_channels) > 0, "model.extra_channels", "positive channel counts")
+    n_maps = 2 + len(m.extra_channels)
+    need(len(m.anchors.aspect_ratios) == n_maps, "model.anchors.aspect_ratios", f"one list per feature map ({n_maps})")
+    need(0 < m.anchors.min_ratio < m.anchors.max_ratio <= 1.5, "model.anchors.min_ratio", "0 < min_ratio < max_ratio")
+    need(all(s > 0 for s in cfg.preprocess.std), "preprocess.std", "> 0")
+    need(0 <= p.score_thresh <= 1, "postprocess.score_thresh", "in [0, 1]")
+    need(0 < p.nms_thresh <= 1, "postprocess.nms_thresh", "in (0, 1]")
+    need(p.topk_candidates >= 1, "postprocess.topk_candidates", ">= 1")
+    need(p.detections_per_img >= 1, "postprocess.detections_per_img", ">= 1")
+    need(0 < loss.iou_threshold <= 1, "loss.iou_threshold", "in (0, 1]")
+    need(loss.neg_pos_ratio >= 0, "loss.neg_pos_ratio", ">= 0")
+    need(0 <= loss.focal_alpha <= 1, "loss.focal_alpha", "in [0, 1]")
+    need(loss.focal_gamma >= 0, "loss.focal_gamma", ">= 0")
+    need(t.epochs >= 1, "train.epochs", ">= 1")
+    need(t.batch_size >= 1, "train.batch_size", ">= 1")
+    need(t.reference_batch >= 1, "train.reference_batch", ">= 1")
+    need(t.lr > 0, "train.lr", "> 0")
+    need(0 <= t.momentum < 1, "train.momentum", "in [0, 1)")
+    need(t.weight_decay >= 0, "train.weight_decay", ">= 0")
+    need(t.norm_weight_decay >= 0, "train.norm_weight_decay", ">= 0")
+    need(t.warmup_epochs >= 0, "train.warmup_epochs", ">= 0")
+    need(t.workers >= 0, "train.workers", ">= 0")
+    need(t.time_budget_s >= 0, "train.time_budget_s", ">= 0 (0 means no budget)")
+    need(0 < t.ema_decay < 1, "train.ema_decay", "in (0, 1)")
+    need(t.clip_grad_norm >= 0, "train.clip_grad_norm", ">= 0 (0 means off)")
+    need(t.eval_every >= 1, "train.eval_every", ">= 1")
+    need(t.max_nonfinite >= 1, "train.max_nonfinite", ">= 1")
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- dict <-> dataclass
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert lists to tuples."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping of {sorted(_field_types(tp))}, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key} must be a list of {len(args)} values, got {list(value)!r}")
+        return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    fields = _field_types(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]!s}; valid keys in {prefix.rstrip('.') or 'the top level'}: {sorted(fields)}"
+        )
+    kwargs = {k: _convert(v, fields[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict (lists for tuples) of a config; ``from_dict(to_dict(c)) == c``."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(cfg)
+
+
+def from_dict(data: dict, overrides: Sequence[str] = ()) -> Config:
+    """Build and validate a :class:`Config` from a nested dict plus ``key=value`` overrides."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping at the top level, got {type(data).__name__}")
+    data = apply_overrides(data, overrides)
+    cfg = _build(Config, data)
+    _check_values(cfg)
+    return cfg
+
+
+def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
+    """Return a copy of ``data`` with ``a.b.c=value`` overrides applied (value parsed as YAML)."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. train.lr=0.01")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {key}: cannot parse value {raw!r}: {e}") from None
+        _check_key_path(key)
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {part} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def _check_key_path(key: str) -> None:
+    cls: Any = Config
+    prefix = ""
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(cls):
+            raise ConfigError(f"unknown key {key}: {prefix.rstrip('.')} is a value, not a section")
+        fields = _field_types(cls)
+        if part not in fields:
+            raise ConfigError(f"unknown key {prefix}{part}; valid keys in {prefix.rstrip('.') or 'the top level'}: {sorted(fields)}")
+        cls = fields[part]
+        prefix += part + "."
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config (``yaml.safe_load``), apply ``key=value`` overrides and validate.
+
+    Relative data paths stay as written (relative to the working directory), as users type them.
+    Raises :class:`ConfigError` (a ``ValueError``) naming the file and the key on any problem.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML (safe_load refuses python tags): {e}") from None
+    if data is None:
+        data = {}
+    try:
+        return from_dict(data, overrides)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
