@@ -36,6 +36,8 @@ __all__ = [
     "from_dict",
     "to_dict",
     "apply_overrides",
+    "class_names_of",
+    "category_ids_of",
 ]
 
 
@@ -58,8 +60,10 @@ class AnchorConfig:
     layout: str = "paper"
     min_ratio: float = 0.2
     max_ratio: float = 0.95
-    # per feature map; the paper layout uses (2, 3) to mean ratios 2, 1/2, 3, 1/3
-    aspect_ratios: tuple[tuple[float, ...], ...] = ((2.0, 3.0),) * 6
+    # Per feature map; r means the pair r and 1/r. "paper": the lowest map has (0.1, ratio 1) plus
+    # scale_0 with these ratios (TF reduce_boxes_in_lowest_layer); other maps have ratio 1, these
+    # ratios and the interpolated scale sqrt(s_k * s_k+1). "torchvision": DefaultBoxGenerator's rule.
+    aspect_ratios: tuple[tuple[float, ...], ...] = ((2.0,),) + ((2.0, 3.0),) * 5
     clip: bool = True
 
 
@@ -68,6 +72,7 @@ class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     num_classes: int = 80  # object classes, background excluded (logits have num_classes + 1)
     class_names: tuple[str, ...] = ()  # empty: COCO's 80 names when num_classes == 80, else class_<i>
+    category_ids: tuple[int, ...] = ()  # dataset id of each label (COCO results); empty: COCO's ids / 1..C
     input_size: tuple[int, int] = (320, 320)  # (height, width)
     extra_channels: tuple[int, ...] = (512, 256, 256, 128)  # the four extra blocks, scaled by width_mult
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
@@ -176,6 +181,11 @@ def _check_values(cfg: Config) -> None:
         not m.class_names or len(m.class_names) == m.num_classes,
         "model.class_names",
         f"empty or exactly model.num_classes={m.num_classes} names",
+    )
+    need(
+        not m.category_ids or len(m.category_ids) == m.num_classes,
+        "model.category_ids",
+        f"empty or exactly model.num_classes={m.num_classes} ids",
     )
     need(len(m.input_size) == 2 and min(m.input_size) >= 32, "model.input_size", "[height, width], each >= 32")
     need(len(m.extra_channels) >= 1 and min(m.extra_channels) > 0, "model.extra_channels", "positive channel counts")
@@ -362,3 +372,25 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
         return from_dict(data, overrides)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def class_names_of(m: ModelConfig) -> list[str]:
+    """The model's class names: ``m.class_names``, else COCO's 80 names (80 classes) or ``class_<i>``."""
+    if m.class_names:
+        return list(m.class_names)
+    if m.num_classes == 80:
+        from ssdlite.coco_names import COCO80_NAMES
+
+        return list(COCO80_NAMES)
+    return [f"class_{i}" for i in range(m.num_classes)]
+
+
+def category_ids_of(m: ModelConfig) -> list[int]:
+    """Dataset category id of each label: ``m.category_ids``, else COCO's 80 ids (80 classes) or 1..C."""
+    if m.category_ids:
+        return list(m.category_ids)
+    if m.num_classes == 80:
+        from ssdlite.coco_names import COCO80_IDS
+
+        return list(COCO80_IDS)
+    return list(range(1, m.num_classes + 1))

@@ -1,0 +1,266 @@
+"""Inference: frames in, :class:`Detections` out, with a PyTorch or an ONNX Runtime back end.
+
+Both back ends share one preprocess (OpenCV resize, in-place normalization) and one
+postprocess (``ssdlite.postprocess``); the torch back end never imports onnxruntime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+
+from ssdlite.config import Config, PreprocessConfig, class_names_of
+
+__all__ = ["Detections", "Detector", "preprocess", "Letterbox"]
+
+
+@dataclass
+class Detections:
+    """Detections of one image.
+
+    boxes: (N, 4) float32 xyxy, absolute pixels of the image given to the detector.
+    scores: (N,) float32, descending. labels: (N,) int64, 0-based class indices.
+    names: the class name of each detection.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_list(self) -> list[dict]:
+        """JSON-friendly rows: ``{"box": [x1, y1, x2, y2], "score", "label", "name"}``."""
+        return [
+            {"box": [float(v) for v in b], "score": float(s), "label": int(lab), "name": n}
+            for b, s, lab, n in zip(self.boxes, self.scores, self.labels, self.names)
+        ]
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How an image was mapped to the network input: ``input = image * (sx, sy)`` (top-left aligned)."""
+
+    sx: float
+    sy: float
+    width: int  # of the original image
+    height: int
+
+    def to_image(self, boxes: np.ndarray) -> np.ndarray:
+        """Boxes (N, 4) xyxy in network-input pixels -> the original image's pixels, clipped to it."""
+        out = boxes / np.array([self.sx, self.sy, self.sx, self.sy], dtype=np.float32)
+        np.clip(out[:, 0::2], 0, self.width, out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0, self.height, out=out[:, 1::2])
+        return out.astype(np.float32, copy=False)
+
+
+def _check_image(image: Any, index: int) -> np.ndarray:
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image {index}: expected a numpy array (H, W, 3) uint8 RGB, got {type(image).__name__}")
+    if image.ndim == 2:  # grayscale: replicate
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"image {index}: expected shape (H, W, 3) RGB, got {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"image {index}: empty image of shape {image.shape}")
+    if image.shape[2] == 4:  # RGBA: drop alpha
+        image = image[:, :, :3]
+    if image.dtype != np.uint8:
+        raise ValueError(
+            f"image {index}: expected dtype uint8 (0..255), got {image.dtype}; convert with (img * 255).clip(0, 255).astype(np.uint8)"
+        )
+    return image
+
+
+def preprocess(
+    images: Sequence[np.ndarray], input_size: tuple[int, int], cfg: PreprocessConfig
+) -> tuple[np.ndarray, list[Letterbox]]:
+    """uint8 RGB images (H, W, 3) -> float32 batch (N, 3, H_in, W_in) normalized, and each image's mapping.
+
+    ``stretch`` resizes to the input size (torchvision's behaviour); ``letterbox`` scales by
+    ``min(H_in / h, W_in / w)`` and pads bottom/right with ``cfg.pad_value``. Resizing uses
+    ``cv2.INTER_LINEAR`` as the training pipeline does.
+    """
+    if len(images) == 0:
+        raise ValueError("no images given")
+    h_in, w_in = input_size
+    batch = np.empty((len(images), 3, h_in, w_in), dtype=np.float32)
+    mean = np.asarray(cfg.mean, dtype=np.float32).reshape(3, 1, 1)
+    std = np.asarray(cfg.std, dtype=np.float32).reshape(3, 1, 1)
+    maps = []
+    for i, image in enumerate(images):
+        image = _check_image(image, i)
+        h, w = image.shape[:2]
+        if cfg.resize == "stretch":
+            resized = image if (h, w) == (h_in, w_in) else cv2.resize(image, (w_in, h_in), interpolation=cv2.INTER_LINEAR)
+            maps.append(Letterbox(w_in / w, h_in / h, w, h))
+        else:
+            s = min(h_in / h, w_in / w)
+            nw, nh = max(1, min(w_in, round(w * s))), max(1, min(h_in, round(h * s)))
+            resized = np.full((h_in, w_in, 3), cfg.pad_value, dtype=np.uint8)
+            resized[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            maps.append(Letterbox(nw / w, nh / h, w, h))
+        out = batch[i]
+        out[...] = resized.transpose(2, 0, 1)  # HWC uint8 -> CHW float32, in place
+        # (x / 255 - mean) / std in torchvision's order of operations, so inputs are bit-identical
+        np.divide(out, np.float32(255.0), out=out)
+        out -= mean
+        out /= std
+    return batch, maps
+
+
+class _TorchRunner:
+    """Runs the network in PyTorch: BN folded, channels_last, inference mode."""
+
+    def __init__(self, model: Any, device: str = "cpu", threads: int | None = None, fold_bn: bool = True) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.device = torch.device(device)
+        model = model.eval().to(self.device)
+        if fold_bn:
+            from ssdlite.fuse import fuse_conv_bn
+
+            model = fuse_conv_bn(model)
+        self.model = model.to(memory_format=torch.channels_last)
+
+    def __call__(self, batch: np.ndarray):
+        torch = self.torch
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=torch.channels_last)
+            cls_logits, box_deltas = self.model(x)
+        return cls_logits.float().cpu(), box_deltas.float().cpu()
+
+
+class Detector:
+    """A detector ready to run on frames.
+
+    >>> det = Detector.from_checkpoint("model.pt")                 # or a .onnx, backend="onnxruntime"
+    >>> out = det([image_rgb_uint8])                                # list[Detections], boxes in image pixels
+
+    Args:
+        model: an ``SSDLite`` network (torch back end) or ``None`` with ``runner`` given.
+        cfg: the model's config (input size, preprocess, anchors, postprocess settings).
+        score_thresh, nms_thresh, detections_per_img: override ``cfg.postprocess``.
+        runner: a callable ``batch (N,3,H,W) float32 -> (cls_logits, box_deltas)`` (used by the
+            ONNX Runtime back end).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        cfg: Config,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        score_thresh: float | None = None,
+        nms_thresh: float | None = None,
+        detections_per_img: int | None = None,
+        runner: Callable[[np.ndarray], Any] | None = None,
+        fold_bn: bool = True,
+    ) -> None:
+        from ssdlite.anchors import AnchorGenerator
+
+        changes = {
+            k: v
+            for k, v in dict(score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_img=detections_per_img).items()
+            if v is not None
+        }
+        if changes:
+            from ssdlite.config import from_dict, to_dict
+
+            cfg = from_dict(to_dict(replace(cfg, postprocess=replace(cfg.postprocess, **changes))))  # re-validated
+        self.cfg = cfg
+        self.class_names = class_names_of(cfg.model)
+        self.input_size = tuple(cfg.model.input_size)
+        if runner is None:
+            if model is None:
+                raise ValueError("Detector needs a model or a runner")
+            runner = _TorchRunner(model, device=device, threads=threads, fold_bn=fold_bn)
+            self.backend = "torch"
+            feature_sizes = model.feature_sizes(self.input_size)
+        else:
+            self.backend = getattr(runner, "name", "custom")
+            feature_sizes = runner.feature_sizes
+        self.runner = runner
+        self.anchors = AnchorGenerator(cfg.model.anchors)(self.input_size, feature_sizes)
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        backend: str | None = None,
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        overrides: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> "Detector":
+        """A detector from an ssdlite ``.pt`` checkpoint (torch) or an exported ``.onnx`` (onnxruntime).
+
+        ``backend`` defaults to ``"onnxruntime"`` for ``.onnx`` files and ``"torch"`` otherwise.
+        """
+        path = Path(path)
+        onnx_file = path.suffix.lower() == ".onnx"
+        backend = backend or ("onnxruntime" if onnx_file else "torch")
+        if backend not in ("torch", "onnxruntime"):
+            raise ValueError(f"backend {backend!r} is not one of ['torch', 'onnxruntime']")
+        if backend == "onnxruntime":
+            if not onnx_file:
+                raise ValueError(f"the onnxruntime back end needs an exported .onnx file, got {path}; export with `ssdlite export`")
+            from ssdlite.onnx_runtime import OnnxRunner
+
+            runner = OnnxRunner(path, threads=threads)
+            return cls(None, runner.config(overrides), runner=runner, **kwargs)
+        if onnx_file:
+            raise ValueError(f"{path} is an ONNX file: use backend='onnxruntime'")
+        from ssdlite.checkpoint import load_model
+
+        model, cfg = load_model(path, overrides)
+        return cls(model, cfg, device=device, threads=threads, **kwargs)
+
+    def raw(self, batch: np.ndarray):
+        """Network outputs ``(cls_logits (N, A, C+1), box_deltas (N, A, 4))`` of a preprocessed batch."""
+        return self.runner(batch)
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """Detect objects in uint8 RGB images (H, W, 3); boxes come back in each image's pixels."""
+        if isinstance(images, np.ndarray) and images.ndim == 3:
+            images = [images]
+        batch, maps = preprocess(images, self.input_size, self.cfg.preprocess)
+        cls_logits, box_deltas = self.runner(batch)
+        return self.postprocess(cls_logits, box_deltas, maps)
+
+    def postprocess(self, cls_logits: Any, box_deltas: Any, maps: Sequence[Letterbox]) -> list[Detections]:
+        """Raw outputs -> :class:`Detections` in each original image's pixels."""
+        from ssdlite.postprocess import postprocess
+
+        results = postprocess(
+            cls_logits,
+            box_deltas,
+            self.anchors,
+            self.input_size,
+            self.cfg.postprocess,
+            classification=self.cfg.loss.classification,
+            box_weights=self.cfg.loss.box_weights,
+        )
+        out = []
+        for (boxes, scores, labels), m in zip(results, maps):
+            labels_np = labels.numpy().astype(np.int64, copy=False)
+            out.append(
+                Detections(
+                    boxes=m.to_image(boxes.numpy().astype(np.float32, copy=False)),
+                    scores=scores.numpy().astype(np.float32, copy=False),
+                    labels=labels_np,
+                    names=[self.class_names[i] for i in labels_np],
+                )
+            )
+        return out

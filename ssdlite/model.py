@@ -1,0 +1,172 @@
+"""The SSDLite network: backbone taps -> four extra blocks -> depthwise-separable prediction heads.
+
+Follows the MobileNetV2 paper (section 6.2) and torchvision's ``models/detection/ssdlite.py``:
+the forward pass returns raw tensors only; anchors, box decoding and NMS live outside it
+(``ssdlite.anchors``, ``ssdlite.postprocess``) so that export, the loss and both inference back
+ends share one code path each.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops.misc import Conv2dNormActivation
+
+import backbones
+from ssdlite.anchors import AnchorGenerator
+from ssdlite.config import Config, ModelConfig
+
+__all__ = ["SSDLite", "build_model", "detection_norm_layer"]
+
+# BN as the TF reference trains SSDLite (decay 0.97, eps 1e-3); torchvision uses the same.
+detection_norm_layer: Callable[..., nn.Module] = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03)
+
+
+def _normal_init(module: nn.Module, std: float = 0.03) -> None:
+    """torchvision's SSDLite init: conv weights ~ N(0, 0.03), biases 0."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv2d):
+            nn.init.normal_(layer.weight, mean=0.0, std=std)
+            if layer.bias is not None:
+                nn.init.constant_(layer.bias, 0.0)
+
+
+def _extra_block(in_channels: int, out_channels: int, norm_layer: Callable[..., nn.Module]) -> nn.Sequential:
+    """1x1 conv to d/2, 3x3 depthwise stride 2, 1x1 conv to d; BN + ReLU6 after each."""
+    mid = out_channels // 2
+    return nn.Sequential(
+        # pointwise reduction
+        Conv2dNormActivation(in_channels, mid, kernel_size=1, norm_layer=norm_layer, activation_layer=nn.ReLU6),
+        # depthwise downsampling (stride 2)
+        Conv2dNormActivation(mid, mid, kernel_size=3, stride=2, groups=mid, norm_layer=norm_layer, activation_layer=nn.ReLU6),
+        # pointwise expansion
+        Conv2dNormActivation(mid, out_channels, kernel_size=1, norm_layer=norm_layer, activation_layer=nn.ReLU6),
+    )
+
+
+def _prediction_block(in_channels: int, out_channels: int, norm_layer: Callable[..., nn.Module]) -> nn.Sequential:
+    """3x3 depthwise conv + BN + ReLU6, then a 1x1 conv with bias (the SSDLite predictor)."""
+    return nn.Sequential(
+        # depthwise 3x3
+        Conv2dNormActivation(in_channels, in_channels, kernel_size=3, groups=in_channels, norm_layer=norm_layer, activation_layer=nn.ReLU6),
+        # pointwise prediction, with bias
+        nn.Conv2d(in_channels, out_channels, kernel_size=1),
+    )
+
+
+def _flatten_head(outputs: list[Tensor], k: int) -> Tensor:
+    """Per-map head outputs (N, A_l*k, H, W) -> (N, sum_l H*W*A_l, k), torchvision's anchor order."""
+    flat = []
+    for out in outputs:
+        n, _, h, w = out.shape
+        out = out.view(n, -1, k, h, w).permute(0, 3, 4, 1, 2)  # (N, H, W, A_l, k)
+        flat.append(out.reshape(n, -1, k))
+    return torch.cat(flat, dim=1)
+
+
+class SSDLite(nn.Module):
+    """SSDLite detector network.
+
+    Args:
+        backbone: a ``backbones.create(...)`` feature extractor with ``out_channels`` (2 taps) and
+            ``strides == [16, 32]``.
+        num_classes: object classes, background excluded (logits have ``num_classes + 1`` columns,
+            column 0 is background).
+        num_anchors: anchors per location for each of the ``2 + len(extra_channels)`` maps.
+        extra_channels: output channels of the extra blocks on the stride-32 tap (already scaled).
+        norm_layer: normalization for the extras and heads.
+
+    ``forward(images (N, 3, H, W)) -> (cls_logits (N, A, C+1), box_deltas (N, A, 4))``.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        num_anchors: list[int],
+        extra_channels: list[int],
+        norm_layer: Callable[..., nn.Module] = detection_norm_layer,
+    ) -> None:
+        super().__init__()
+        tap_channels = list(backbone.out_channels)
+        map_channels = tap_channels + list(extra_channels)
+        if len(num_anchors) != len(map_channels):
+            raise ValueError(
+                f"num_anchors has {len(num_anchors)} entries but the model has {len(map_channels)} feature maps "
+                f"(2 backbone taps + {len(extra_channels)} extra blocks)"
+            )
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.num_anchors = list(num_anchors)
+        self.map_channels = map_channels
+        # extra feature maps, each halving the resolution of the one before
+        ins = [tap_channels[-1]] + list(extra_channels[:-1])
+        self.extras = nn.ModuleList(_extra_block(i, o, norm_layer) for i, o in zip(ins, extra_channels))
+        # one classification and one box predictor per map
+        self.cls_heads = nn.ModuleList(
+            _prediction_block(c, (num_classes + 1) * a, norm_layer) for c, a in zip(map_channels, num_anchors)
+        )
+        self.box_heads = nn.ModuleList(_prediction_block(c, 4 * a, norm_layer) for c, a in zip(map_channels, num_anchors))
+        _normal_init(self.extras)
+        _normal_init(self.cls_heads)
+        _normal_init(self.box_heads)
+
+    def features(self, images: Tensor) -> list[Tensor]:
+        """The ``2 + len(extras)`` feature maps, highest resolution first."""
+        maps = list(self.backbone(images))
+        x = maps[-1]
+        for block in self.extras:
+            x = block(x)
+            maps.append(x)
+        return maps
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"SSDLite expects images of shape (N, 3, H, W), got {tuple(images.shape)}")
+        maps = self.features(images)
+        cls_logits = _flatten_head([head(x) for head, x in zip(self.cls_heads, maps)], self.num_classes + 1)
+        box_deltas = _flatten_head([head(x) for head, x in zip(self.box_heads, maps)], 4)
+        return cls_logits, box_deltas
+
+    def feature_sizes(self, input_size: tuple[int, int]) -> list[tuple[int, int]]:
+        """(h, w) of every feature map for an input (H, W), from conv arithmetic (no forward pass).
+
+        Every stride-2 layer of the MobileNets and the extras is a k x k conv with padding k // 2,
+        so each halving rounds up; a backbone may override with ``feature_sizes(input_size)``.
+        """
+        if hasattr(self.backbone, "feature_sizes"):
+            sizes = list(self.backbone.feature_sizes(input_size))
+        else:
+            sizes = [tuple(math.ceil(n / s) for n in input_size) for s in self.backbone.strides]
+        for _ in self.extras:
+            h, w = sizes[-1]
+            sizes.append((math.ceil(h / 2), math.ceil(w / 2)))
+        return [tuple(int(v) for v in s) for s in sizes]
+
+
+def scaled_extra_channels(m: ModelConfig, min_depth: int = 16) -> list[int]:
+    """The extras' channels scaled by the backbone width multiplier (at least ``min_depth``)."""
+    return [max(min_depth, int(d * m.backbone.width_mult)) for d in m.extra_channels]
+
+
+def build_model(cfg: Config | ModelConfig, load_backbone_weights: bool = True) -> SSDLite:
+    """The SSDLite network a config describes.
+
+    ``load_backbone_weights=False`` skips ``model.backbone.weights`` (used when a checkpoint
+    will overwrite every tensor anyway, so the ImageNet file need not exist on this machine).
+    """
+    m = cfg.model if isinstance(cfg, Config) else cfg
+    b = m.backbone
+    backbone = backbones.create(
+        b.name,
+        width_mult=b.width_mult,
+        reduced_tail=b.reduced_tail,
+        weights=b.weights if load_backbone_weights else None,
+        norm_layer=detection_norm_layer,
+    )
+    anchors = AnchorGenerator(m.anchors)
+    return SSDLite(backbone, m.num_classes, anchors.num_anchors_per_location(), scaled_extra_channels(m))

@@ -1,0 +1,143 @@
+"""Raw network outputs -> detections (scores, per-class top-k, decode, clip, batched NMS).
+
+Gives the result of torchvision's ``SSD.postprocess_detections`` (same boxes, scores, labels
+and order) without its Python loop over classes: the (A, C) score matrix is thresholded at
+once, then the first ``topk_candidates`` of each class are taken in (class ascending, score
+descending) order, either by sorting the survivors (few of them: the real-time case) or by
+one ``topk`` over the masked (C, A) matrix (many: evaluation at 0.001). That is the
+candidate list torchvision concatenates class by class (``topk`` returns scores in
+descending order), so ``torchvision.ops.batched_nms`` sees identical inputs (labels are passed
+as logit columns, as torchvision does, so even its coordinate offsets are the same). Only
+candidates are decoded. Ties in score inside one class may be ordered differently from
+torchvision (``topk``'s tie order is unspecified).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.ops import batched_nms, clip_boxes_to_image
+
+from ssdlite.box_coder import DEFAULT_WEIGHTS, decode
+from ssdlite.config import PostprocessConfig
+
+__all__ = ["postprocess", "class_scores", "select_candidates"]
+
+ArrayLike = Tensor | np.ndarray
+
+
+def _as_tensor(x: ArrayLike, name: str) -> Tensor:
+    if isinstance(x, np.ndarray):
+        x = np.ascontiguousarray(x)
+        x = torch.from_numpy(x if x.flags.writeable else x.copy())  # torch warns on read-only arrays
+    if not isinstance(x, Tensor):
+        raise TypeError(f"postprocess: {name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    return x.float() if x.dtype != torch.float32 else x
+
+
+def class_scores(cls_logits: Tensor, classification: str = "softmax") -> Tensor:
+    """(N, A, C + 1) logits -> (N, A, C) foreground scores (softmax over C + 1, or sigmoid for focal)."""
+    if classification == "softmax":
+        return F.softmax(cls_logits, dim=-1)[..., 1:]
+    if classification == "focal":
+        return torch.sigmoid(cls_logits[..., 1:])
+    raise ValueError(f"classification={classification!r} is not allowed; choose 'softmax' or 'focal'")
+
+
+#: Above this many thresholded scores in one image, top-k per class is cheaper than sorting them all.
+SORT_PATH_MAX_CANDIDATES = 10_000
+
+
+def select_candidates(scores: Tensor, score_thresh: float, topk: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-class score threshold and top-k of one image, vectorized over classes.
+
+    Args:
+        scores: (A, C) foreground scores (>= 0).
+        score_thresh: keep scores strictly greater than this.
+        topk: at most this many candidates per class.
+
+    Returns:
+        anchor_idx (M,) int64, labels (M,) int64 0-based, scores (M,), ordered by class
+        ascending then score descending (torchvision's per-class concatenation order).
+
+    Few survivors of the threshold (the real-time case) are sorted directly; many (evaluation at
+    0.001) go through one ``topk`` over the (C, A) matrix. Both give the same result.
+    """
+    passed = scores.t() > score_thresh  # (C, A)
+    if int(passed.sum()) <= SORT_PATH_MAX_CANDIDATES:
+        return _select_by_sort(scores, passed, topk)
+    return _select_by_topk(scores, passed, topk)
+
+
+def _select_by_sort(scores: Tensor, passed: Tensor, topk: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Sort the thresholded (class, anchor) pairs by (class asc, score desc), keep rank < topk in each class."""
+    cls_idx, anchor_idx = passed.nonzero(as_tuple=True)  # class-major
+    cand_scores = scores[anchor_idx, cls_idx]
+    # Stable sorts: by score descending, then by class -> class asc, score desc inside a class.
+    order = torch.sort(cand_scores, descending=True, stable=True)[1]
+    order = order[torch.sort(cls_idx[order], stable=True)[1]]
+    cls_idx, anchor_idx, cand_scores = cls_idx[order], anchor_idx[order], cand_scores[order]
+    counts = torch.bincount(cls_idx, minlength=scores.shape[1])
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(cls_idx.numel(), device=scores.device) - starts[cls_idx]
+    keep = rank < topk
+    return anchor_idx[keep], cls_idx[keep], cand_scores[keep]
+
+
+def _select_by_topk(scores: Tensor, passed: Tensor, topk: int) -> tuple[Tensor, Tensor, Tensor]:
+    """One ``topk`` per class row of the (C, A) scores with failed entries masked to -1."""
+    k = min(topk, int(passed.sum(1).max()))
+    values, anchor_idx = scores.t().masked_fill(~passed, -1.0).topk(k, dim=1)  # (C, k), descending
+    keep = passed.gather(1, anchor_idx)
+    cls_idx = torch.arange(scores.shape[1], device=scores.device)[:, None].expand_as(anchor_idx)
+    return anchor_idx[keep], cls_idx[keep], values[keep]
+
+
+@torch.no_grad()
+def postprocess(
+    cls_logits: ArrayLike,
+    box_deltas: ArrayLike,
+    anchors: ArrayLike,
+    image_size: tuple[int, int],
+    cfg: PostprocessConfig,
+    classification: str = "softmax",
+    box_weights: Sequence[float] = DEFAULT_WEIGHTS,
+) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Detections of a batch, in pixels of the network input.
+
+    Args:
+        cls_logits: (N, A, C + 1) raw logits, column 0 = background (tensor or numpy array).
+        box_deltas: (N, A, 4) raw box deltas.
+        anchors: (A, 4) xyxy pixels of the network input.
+        image_size: (H, W) of the network input; boxes are clipped to it.
+        cfg: score_thresh, topk_candidates (per class), nms_thresh, detections_per_img.
+        classification: "softmax" or "focal" (sigmoid scores), as the model was trained.
+        box_weights: the box coder's (wx, wy, ww, wh).
+
+    Returns:
+        Per image ``(boxes (K, 4) float32 xyxy input pixels, scores (K,) float32, labels (K,)
+        int64 0-based)``, sorted by score descending, ``K <= detections_per_img``.
+    """
+    cls_logits = _as_tensor(cls_logits, "cls_logits")
+    box_deltas = _as_tensor(box_deltas, "box_deltas")
+    anchors = _as_tensor(anchors, "anchors").to(box_deltas.device)
+    if cls_logits.dim() != 3 or box_deltas.shape != (*cls_logits.shape[:2], 4) or anchors.shape != (cls_logits.shape[1], 4):
+        raise ValueError(
+            f"postprocess expects cls_logits (N, A, C+1), box_deltas (N, A, 4) and anchors (A, 4); got "
+            f"{tuple(cls_logits.shape)}, {tuple(box_deltas.shape)} and {tuple(anchors.shape)}"
+        )
+    h, w = int(image_size[0]), int(image_size[1])
+    scores = class_scores(cls_logits, classification)
+    results = []
+    for img_scores, img_deltas in zip(scores, box_deltas):
+        anchor_idx, labels, cand_scores = select_candidates(img_scores, cfg.score_thresh, cfg.topk_candidates)
+        boxes = decode(img_deltas[anchor_idx], anchors[anchor_idx], box_weights)
+        boxes = clip_boxes_to_image(boxes, (h, w))
+        # Logit columns (label + 1) as NMS groups: the same offsets as torchvision's batched_nms call.
+        keep = batched_nms(boxes, cand_scores, labels + 1, cfg.nms_thresh)[: cfg.detections_per_img]
+        results.append((boxes[keep], cand_scores[keep], labels[keep]))
+    return results

@@ -1,0 +1,81 @@
+"""Config loading: strict keys and types, ranges, overrides, YAML safety, round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from ssdlite.config import Config, ConfigError, from_dict, load_config, to_dict
+
+from conftest import PAPER_CONFIGS
+
+
+def test_paper_configs_load_and_round_trip():
+    assert len(PAPER_CONFIGS) == 6
+    for path in PAPER_CONFIGS:
+        cfg = load_config(path)
+        assert cfg.model.anchors.layout == "paper"
+        assert cfg.model.num_classes == 80
+        assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_backbone_swap_is_one_override():
+    cfg = load_config(PAPER_CONFIGS[0], overrides=["model.backbone.name=mobilenet_v2", "train.lr=0.01"])
+    assert cfg.model.backbone.name == "mobilenet_v2"
+    assert cfg.train.lr == 0.01
+
+
+def test_unknown_key_names_key_and_valid_ones(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  backbone:\n    nmae: mobilenet_v2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p) in msg and "model.backbone.nmae" in msg and "'name'" in msg and "'width_mult'" in msg
+
+
+def test_unknown_override_key():
+    with pytest.raises(ConfigError, match=r"unknown key train\.lrr.*'lr'"):
+        from_dict({}, ["train.lrr=0.1"])
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.lr=-0.1", "train.lr=-0.1 is out of range: must be > 0"),
+        ("postprocess.score_thresh=1.5", "postprocess.score_thresh=1.5 is out of range"),
+        ("train.epochs=ten", "train.epochs must be an integer"),
+        ("train.ema=yes please", "train.ema must be true or false"),
+        ("model.anchors.layout=ssd", "model.anchors.layout='ssd' is not allowed; choose one of ['paper', 'torchvision']"),
+        ("model.input_size=[320]", "model.input_size must be a list of 2 values"),
+        ("model.class_names=[a, b]", "model.class_names"),
+        ("data.augment=heavy", "choose one of ['ssdlite', 'ssd', 'none']"),
+    ],
+)
+def test_bad_values_name_key_and_rule(override, fragment):
+    with pytest.raises(ConfigError) as e:
+        from_dict({}, [override])
+    assert fragment in str(e.value)
+
+
+def test_python_tags_are_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    p = tmp_path / "evil.yaml"
+    p.write_text(f"train:\n  lr: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+    assert not marker.exists()
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml")
+    p = tmp_path / "list.yaml"
+    p.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping at the top level"):
+        load_config(p)
+
+
+def test_config_is_frozen():
+    cfg = Config()
+    with pytest.raises(Exception):
+        cfg.train.lr = 1.0  # type: ignore[misc]
