@@ -1,0 +1,21 @@
+"""MobileNet V1 / V2 / V3 feature extractors for SSDLite, created by name.
+
+>>> import backbones
+>>> bb = backbones.create("mobilenet_v3_large", reduced_tail=True)
+>>> bb.out_channels, bb.strides
+([672, 480], [16, 32])
+
+Each family is a data table of layer tuples walked by one builder (``mobilenet_v1.py``,
+``mobilenet_v2.py``, ``mobilenet_v3.py``); its two SSDLite taps are declared by the table.
+``timm:<model>`` names wrap any timm network (optional dependency). ``@register(name)`` adds your own.
+"""
+
+from __future__ import annotations
+
+from backbones._common import MobileNet, Tap, make_divisible
+from backbones._registry import BackboneInfo, backbone_info, create, list_backbones, register
+
+# the built-in families register themselves, in this order
+from backbones import mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: E402,F401  isort: skip
+
+__all__ = ["BackboneInfo", "MobileNet", "Tap", "backbone_info", "create", "list_backbones", "make_divisible", "register"]
