@@ -49,7 +49,8 @@ def main(args: argparse.Namespace) -> int:
         rows = [complexity.detection_row(path, args.overrides) for path in args.configs]
         if args.classification:
             print()
-        print(f"SSDLite detectors (params M, MAdds B) beside {complexity.SSDLITE320_TABLE6_SOURCE}\n")
+        print(f"SSDLite detectors (params M, MAdds B) beside {complexity.SSDLITE320_TABLE6_SOURCE}; "
+              f"tolerance {complexity.DETECTION_TOL:.0%}\n")
         print(complexity.format_rows(rows))
         out["detection"] = [r.to_dict() for r in rows]
         all_rows += rows
