@@ -1,0 +1,130 @@
+"""The training engine on CPU: exact resume after an interruption, SIGTERM checkpoint, the
+non-finite-loss guard, the time budget, and DDP under torchrun with 2 gloo processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssdlite.checkpoint import load_checkpoint
+from ssdlite.config import from_dict
+from ssdlite.data.synthetic import make_shapes_dataset
+from ssdlite.engine.trainer import NonFiniteLossError, Trainer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("shapes")
+    make_shapes_dataset(d, num_train=12, num_val=4, size=128, seed=3)
+    return d
+
+
+def _overrides(data: Path, **train) -> list[str]:
+    base = {
+        "epochs": 2, "batch_size": 4, "lr": 0.05, "reference_batch": 4, "warmup_epochs": 0.5, "workers": 0,
+        "eval_every": 1, "ema": True, "seed": 7,
+    }
+    base.update(train)
+    return [
+        "model.backbone.name=mobilenet_v3_small", "model.backbone.width_mult=0.5", "model.num_classes=4",
+        "model.input_size=[128,128]", "model.extra_channels=[64,32,32,16]",
+        f"data.train.images={data}/train", f"data.train.annotations={data}/annotations/instances_train.json",
+        f"data.val.images={data}/val", f"data.val.annotations={data}/annotations/instances_val.json",
+    ] + [f"train.{k}={v}" for k, v in base.items()]
+
+
+def _weights(path: Path) -> dict:
+    return load_checkpoint(path)["model"]
+
+
+def test_resume_after_interruption_gives_identical_weights(shapes, tmp_path):
+    torch.set_num_threads(1)
+    cfg = from_dict({}, _overrides(shapes))
+    full = Trainer(cfg, tmp_path / "full", progress=False)
+    full.fit()
+
+    # interrupted mid-epoch 1 (a SIGTERM after the 4th step), then resumed
+    part = Trainer(cfg, tmp_path / "part", progress=False)
+    calls = {"n": 0}
+    criterion = part.criterion
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            part._stop_signal = "SIGTERM"
+        return criterion(*a, **k)
+
+    part.criterion = counting
+    part.fit()
+    state = load_checkpoint(tmp_path / "part" / "last.pt")
+    assert (state["epoch"], state["epoch_step"], state["step"]) == (1, 1, 4)
+    Trainer(cfg, tmp_path / "part", resume=True, progress=False).fit()
+
+    a, b = _weights(tmp_path / "full" / "last.pt"), _weights(tmp_path / "part" / "last.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    ema_a = load_checkpoint(tmp_path / "full" / "last.pt")["ema"]
+    ema_b = load_checkpoint(tmp_path / "part" / "last.pt")["ema"]
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+    rows = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and all("AP" in r for r in rows)
+    for name in ("best.pt", "losses.png", "lr.png", "map.png"):
+        assert (tmp_path / "full" / name).exists(), name
+
+
+def test_nonfinite_losses_stop_the_run_without_nan_checkpoint(shapes, tmp_path):
+    cfg = from_dict({}, _overrides(shapes, max_nonfinite=2, ema=False))
+    trainer = Trainer(cfg, tmp_path / "nan", progress=False)
+    real = trainer.criterion
+
+    def poisoned(*a, **k):
+        out = real(*a, **k)
+        out["loss"] = out["loss"] * float("nan")
+        return out
+
+    trainer.criterion = poisoned
+    with pytest.raises(NonFiniteLossError, match="learning rate is probably too high"):
+        trainer.fit()
+    assert trainer.nonfinite_total == 2
+    assert not (tmp_path / "nan" / "best.pt").exists()
+    for v in trainer.model.state_dict().values():
+        assert torch.isfinite(v.float()).all()
+
+
+def test_time_budget_stops_cleanly_and_evaluates(shapes, tmp_path):
+    cfg = from_dict({}, _overrides(shapes, epochs=50, time_budget_s=1e-3, ema=False))
+    final = Trainer(cfg, tmp_path / "budget", progress=False).fit()
+    assert final["step"] == 1 and "AP" in final
+    assert (tmp_path / "budget" / "last.pt").exists()
+
+
+def test_wrong_class_count_is_a_clear_error(shapes, tmp_path):
+    cfg = from_dict({}, _overrides(shapes) + ["model.num_classes=80"])
+    with pytest.raises(ValueError, match=r"model.num_classes=80 but .*instances_train.json has 4 categories"):
+        Trainer(cfg, tmp_path / "x", progress=False)
+
+
+def test_torchrun_ddp_two_cpu_processes(shapes, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           str(REPO / "tools" / "train.py"), "--output", str(tmp_path / "ddp"), "--no-progress", "--threads", "1",
+           "--config", str(REPO / "configs" / "shapes_demo.yaml")]
+    for o in _overrides(shapes, epochs=1, batch_size=2, ema=False):
+        cmd += ["--set", o]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    assert res.returncode == 0, res.stderr[-3000:]
+    state = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert state["world_size"] == 2 and state["epoch"] == 1
+    # 12 images / 2 ranks / batch 2 = 3 steps per epoch; evaluation gathered every rank's detections
+    assert state["step"] == 3
+    rows = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and "AP" in rows[0]
