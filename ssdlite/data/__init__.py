@@ -1,0 +1,45 @@
+"""COCO-format data: the dataset, augmentation presets, batching and the synthetic shapes set.
+
+``CocoDetection(image_dir, annotation_json, transform=build_transforms(cfg, train=True))``
+gives ``(image (3, H, W) float32, target)`` samples; ``build_loader(dataset, ...)`` batches
+them into ``(images (N, 3, H, W), [target, ...])``. See :mod:`ssdlite.data.coco` for the
+target contract and the data faults that are counted.
+
+Submodules load on first use, so ``from ssdlite.data import load_image`` does not import
+albumentations.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "CocoDetection": "ssdlite.data.coco",
+    "Problem": "ssdlite.data.coco",
+    "load_image": "ssdlite.data.coco",
+    "build_loader": "ssdlite.data.loader",
+    "collate": "ssdlite.data.loader",
+    "seed_worker": "ssdlite.data.loader",
+    "make_shapes_dataset": "ssdlite.data.synthetic",
+    "DetectionTransform": "ssdlite.data.transforms",
+    "RandomIoUCrop": "ssdlite.data.transforms",
+    "ZoomOut": "ssdlite.data.transforms",
+    "build_augmentation": "ssdlite.data.transforms",
+    "build_transforms": "ssdlite.data.transforms",
+    "normalize": "ssdlite.data.transforms",
+    "resize_geometry": "ssdlite.data.transforms",
+    "resize_image": "ssdlite.data.transforms",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ssdlite.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
