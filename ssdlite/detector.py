@@ -10,10 +10,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import cv2
 import numpy as np
 
 from ssdlite.config import Config, PreprocessConfig, class_names_of
+from ssdlite.imageops import resize_image
 
 __all__ = ["Detections", "Detector", "preprocess", "Letterbox"]
 
@@ -96,16 +96,8 @@ def preprocess(
     maps = []
     for i, image in enumerate(images):
         image = _check_image(image, i)
-        h, w = image.shape[:2]
-        if cfg.resize == "stretch":
-            resized = image if (h, w) == (h_in, w_in) else cv2.resize(image, (w_in, h_in), interpolation=cv2.INTER_LINEAR)
-            maps.append(Letterbox(w_in / w, h_in / h, w, h))
-        else:
-            s = min(h_in / h, w_in / w)
-            nw, nh = max(1, min(w_in, round(w * s))), max(1, min(h_in, round(h * s)))
-            resized = np.full((h_in, w_in, 3), cfg.pad_value, dtype=np.uint8)
-            resized[:nh, :nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
-            maps.append(Letterbox(nw / w, nh / h, w, h))
+        resized, geo = resize_image(image, (h_in, w_in), cfg.resize, cfg.pad_value)
+        maps.append(Letterbox(geo.scale_x, geo.scale_y, image.shape[1], image.shape[0]))
         out = batch[i]
         out[...] = resized.transpose(2, 0, 1)  # HWC uint8 -> CHW float32, in place
         # (x / 255 - mean) / std in torchvision's order of operations, so inputs are bit-identical

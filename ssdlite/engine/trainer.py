@@ -102,6 +102,7 @@ class Trainer:
             cfg.data.train.annotations,
             transform=build_transforms(cfg, train=True),
             keep_empty=cfg.data.keep_empty,
+            on_unreadable="substitute",  # a bad file is replaced by another sample (counted), batches keep their size
             category_ids=cat_ids,
         )
         cfg = self._adopt_classes(cfg, self.train_set)
