@@ -1,0 +1,132 @@
+"""COCO box metrics of a model on a dataset, or of a results file against ground truth.
+
+Results file:  python tools/eval.py --annotations GT.json --results DT.json [--json-out m.json]
+A model:       python tools/eval.py --checkpoint best.pt --images DIR --annotations GT.json
+               [--config C --set k=v ...] [--results-out dt.json] [--json-out m.json]
+
+Prints the 12 COCO box stats (pycocotools' wording) and a per-class AP table; writes the
+metrics (--json-out), the COCO results file (--results-out) and a PNG of precision-recall
+curves (--plot, by default beside --json-out). The numbers come from faster-coco-eval and
+are identical to pycocotools' (--evaluator pycocotools runs the reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ssdlite.cli import add_config_args, add_runtime_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--annotations", help="COCO instances json (default with --config: data.val.annotations)")
+    parser.add_argument("--results", help="COCO results json to score (results mode)")
+    parser.add_argument("--checkpoint", help="model checkpoint (.pt) or exported .onnx (model mode)")
+    parser.add_argument("--images", help="image folder of the annotations (model mode; default: data.val.images)")
+    add_config_args(parser)
+    add_runtime_args(parser)
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
+                        help="inference back end (default: onnxruntime for .onnx, else torch)")
+    parser.add_argument("--score-thresh", type=float, default=None,
+                        help="detection score threshold (default: the config's postprocess.score_thresh)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
+    parser.add_argument("--evaluator", choices=("faster", "pycocotools"), default="faster",
+                        help="faster-coco-eval (default) or the pycocotools reference; same numbers")
+    parser.add_argument("--json-out", help="write {stats, AP, AP50, ..., per_class} here")
+    parser.add_argument("--results-out", help="write the model's COCO results json here (model mode)")
+    parser.add_argument("--plot", help="precision-recall PNG (default: <json-out stem>_pr.png when --json-out is set)")
+    parser.add_argument("--no-per-class", action="store_true", help="skip the per-class table")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    return parser
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if bool(args.results) == bool(args.checkpoint):
+        raise ValueError("give either --results DT.json (score a results file) or --checkpoint CKPT (run a model)")
+    if args.results and args.results_out:
+        raise ValueError("--results-out applies to model mode (--checkpoint); the results file already exists")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+
+
+def _plot_path(args: argparse.Namespace) -> Path | None:
+    if args.plot:
+        return Path(args.plot)
+    if args.json_out:
+        out = Path(args.json_out)
+        return out.with_name(out.stem + "_pr.png")
+    return None
+
+
+def predict_results(args: argparse.Namespace) -> tuple[list[dict], str]:
+    """Run the checkpoint on --images and return (COCO results, annotations path)."""
+    import ssdlite
+    from ssdlite.engine.evaluate import predict_coco
+
+    cfg = None
+    if args.config or args.overrides:
+        from ssdlite.cli import config_from_args
+
+        cfg = config_from_args(args)
+    images = args.images or (cfg.data.val.images if cfg else None)
+    annotations = args.annotations or (cfg.data.val.annotations if cfg else None)
+    if not images or not annotations:
+        raise ValueError("model mode needs --images and --annotations (or data.val.* in --config)")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    backend = args.backend or ("onnxruntime" if str(args.checkpoint).endswith(".onnx") else "torch")
+    kwargs: dict = {"backend": backend, "device": args.device}
+    score_thresh = args.score_thresh if args.score_thresh is not None else (
+        cfg.postprocess.score_thresh if cfg else None)
+    if score_thresh is not None:
+        kwargs["score_thresh"] = score_thresh
+    detector = ssdlite.Detector.from_checkpoint(args.checkpoint, **kwargs)
+    results = predict_coco(detector, images, annotations, batch_size=args.batch_size)
+    return results, annotations
+
+
+def main(args: argparse.Namespace) -> int:
+    from ssdlite.coco_eval import evaluate_coco, format_per_class, format_summary, plot_pr_curves
+
+    _check_args(args)
+    if args.checkpoint:
+        results, annotations = predict_results(args)
+        if args.results_out:
+            out = Path(args.results_out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results))
+            print(f"wrote {len(results)} detections to {out}")
+    else:
+        if not args.annotations:
+            raise ValueError("results mode needs --annotations GT.json")
+        results, annotations = args.results, args.annotations
+
+    result = evaluate_coco(annotations, results, evaluator=args.evaluator, per_class=not args.no_per_class)
+    print(f"{result.num_detections} detections on {result.num_images} images ({args.evaluator})")
+    print(format_summary(result))
+    if not args.no_per_class:
+        print()
+        print(format_per_class(result))
+    if args.json_out:
+        out = Path(args.json_out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result.to_json(), indent=2))
+        print(f"wrote metrics to {out}")
+    plot = _plot_path(args)
+    if plot is not None:
+        plot_pr_curves(result, plot)
+        print(f"wrote precision-recall curves to {plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    from ssdlite.cli import run
+
+    sys.exit(run(main, build_parser()))
