@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-data": ("check_data", "report every problem in a COCO-format dataset"),
     "robustness": ("robustness", "run the fault-injection suite and print its table"),
     "backbones": ("backbones_table", "print the table of available backbones"),
+    "demo": ("demo", "the main job: synthetic data, train, evaluate, export, detect on a video"),
 }
 
 
