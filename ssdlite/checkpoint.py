@@ -9,8 +9,11 @@ accepts it and no file can run code):
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import pickle
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,15 @@ from torch import nn
 
 from ssdlite.config import Config, from_dict, to_dict
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "atomic_write", "CheckpointError", "FORMAT"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "atomic_write",
+    "CheckpointError",
+    "NonFiniteWeightsError",
+    "FORMAT",
+]
 
 FORMAT = "ssdlite"
 VERSION = 1
@@ -30,14 +41,59 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, unsafe or does not fit the model; the message says which."""
 
 
+class NonFiniteWeightsError(ValueError):
+    """A model to be saved holds NaN or infinite values (training diverged); nothing was written."""
+
+
+def _temp_prefix(path: Path) -> str:
+    # host and pid in the name let a later write tell a dead writer's leftover from a live one's
+    return f".{path.name}.{socket.gethostname()}.{os.getpid()}."
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files of ``path`` left by writers of this host that no longer run (``kill -9``).
+
+    POSIX only (``os.kill(pid, 0)`` is a liveness probe there); a file whose writer may still be
+    alive, or that belongs to another host sharing the folder, is left alone.
+    """
+    if os.name != "posix":
+        return
+    head = f".{path.name}."
+    host = socket.gethostname()
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(head) and p.name.endswith(".tmp")]
+    except OSError:
+        return
+    for p in candidates:
+        parts = p.name[len(head):].rsplit(".", 3)  # host (may contain dots), pid, random, "tmp"
+        if len(parts) != 4 or parts[0] != host or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # still running (or a reused pid): not ours to remove
+        except ProcessLookupError:
+            pass
+        except OSError:  # EPERM: alive under another user
+            continue
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
 def atomic_write(path: str | Path, write: Any) -> None:
     """Call ``write(file_object)`` on a temp file beside ``path``, fsync, then rename over ``path``.
 
-    A crash or a failing write (e.g. a full disk) leaves the previous file at ``path`` intact.
+    A crash or a failing write (e.g. a full disk) leaves the previous file at ``path`` intact and
+    no temp file behind (after ``kill -9`` the temp file stays until the next write of ``path``
+    removes it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -58,15 +114,48 @@ def atomic_write(path: str | Path, write: Any) -> None:
             os.close(dir_fd)
     except OSError:
         pass
+    _remove_stale_temps(path)
+
+
+def _non_finite(tensors: Any) -> list[str]:
+    """Names of the floating-point tensors of a state dict holding NaN or inf."""
+    if not isinstance(tensors, dict):
+        return []
+    return [k for k, v in tensors.items() if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, cfg: Config, **extra: Any) -> None:
-    """Write ``{"format", "version", "config", "model", **extra}`` to ``path`` atomically."""
+    """Write ``{"format", "version", "config", "model", **extra}`` to ``path`` atomically.
+
+    Raises :class:`NonFiniteWeightsError` (nothing written) when the model or its EMA holds NaN or
+    inf values, and ``OSError`` naming the file when the write fails (disk full, ...); either way
+    the previous file at ``path`` is intact.
+    """
     state = {"format": FORMAT, "version": VERSION, "config": to_dict(cfg), "model": _unwrap(model).state_dict(), **extra}
+    bad = _non_finite(state["model"]) + [f"ema:{k}" for k in _non_finite(state.get("ema"))]
+    if bad:
+        skipped = extra.get("nonfinite_total")
+        raise NonFiniteWeightsError(
+            f"refusing to write {path}: {len(bad)} weight tensors hold NaN or inf ({', '.join(bad[:3])}"
+            f"{' ...' if len(bad) > 3 else ''}): training diverged"
+            + (f" ({skipped} non-finite loss{'es' if skipped != 1 else ''} skipped so far)" if isinstance(skipped, int) and skipped else "")
+            + f". The learning rate is probably too high (train.lr={_fmt(cfg.train.lr)}): lower train.lr, raise "
+            "train.warmup_epochs or set train.clip_grad_norm. The previous file (if any) is intact."
+        )
+    # Serialize in memory first: torch.save turns a failing write (e.g. ENOSPC) into an opaque
+    # RuntimeError from its zip writer; writing the bytes ourselves keeps the OSError.
     try:
-        atomic_write(path, lambda f: torch.save(state, f))
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write(path, lambda f: f.write(buf.getbuffer()))
     except OSError as e:
-        raise OSError(f"could not write checkpoint {path}: {e.strerror or e}; the previous file (if any) is intact") from e
+        err = OSError(f"could not write checkpoint {path}: {e.strerror or e}; the previous file (if any) is intact")
+        err.errno = e.errno  # e.g. errno.ENOSPC, for callers that check it
+        raise err from e
+
+
+def _fmt(v: float) -> str:
+    return f"{v:g}" if math.isfinite(v) else str(v)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -77,7 +166,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint safely (``weights_only=True``); raise :class:`CheckpointError` naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise CheckpointError(f"checkpoint {path} {'is not a file' if path.exists() else 'does not exist'}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -85,13 +174,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"checkpoint {path} was refused: it contains Python objects other than tensors and plain data "
             f"(loading it could run code), or is not a checkpoint at all ({str(e).splitlines()[0]})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} is not readable (truncated or not a torch file): {e}") from None
+    except Exception as e:  # noqa: BLE001 - garbage makes the unpickler raise anything (KeyError, IndexError, ...)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} is not readable (truncated or not a torch file): {first}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state or "config" not in state:
         raise CheckpointError(
             f"{path} is not an ssdlite checkpoint (no 'format': 'ssdlite' with 'config' and 'model'); "
             "import a torchvision file with `ssdlite convert-torchvision`"
         )
+    for key in ("model", "ema"):
+        sd = state.get(key)
+        if key == "ema" and sd is None:
+            continue
+        if not isinstance(sd, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
+            raise CheckpointError(f"checkpoint {path}: '{key}' is not a state dict (tensor name -> tensor)")
+    if not isinstance(state["config"], dict):
+        raise CheckpointError(f"checkpoint {path}: 'config' is not a mapping")
     return state
 
 
@@ -127,7 +225,11 @@ def load_model(path: str | Path, overrides: list[str] | tuple[str, ...] = (), us
     from ssdlite.model import build_model
 
     state = load_checkpoint(path)
-    cfg = config_of(state, overrides)
+    try:
+        from_dict(state["config"])
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path}: its stored config is not valid: {e}") from None
+    cfg = config_of(state, overrides)  # an error here names the --set key
     model = build_model(cfg, load_backbone_weights=False)
     weights = state["ema"] if use_ema and isinstance(state.get("ema"), dict) else state["model"]
     load_state_dict_strict(model, weights, str(path))

@@ -1,9 +1,12 @@
 """Configuration: YAML files read into frozen dataclasses.
 
 A config is a tree of frozen dataclasses (:class:`Config` at the root). Files are read with
-``yaml.safe_load``; every key must be a field of its section (unknown keys are errors that
-list the valid ones), every value is checked against the field's type and range, and
-``key=value`` overrides (``--set`` on every tool) are applied before validation.
+PyYAML's safe loader (no python tags), with two changes: ``1e-3`` and ``1e6`` are numbers (as
+in YAML 1.2; YAML 1.1 reads them as strings) and a key repeated in one mapping is an error
+(instead of the last one silently winning). Every key must be a field of its section (unknown
+keys are errors that list the valid ones), every value is checked against the field's type and
+range, ``key=value`` overrides (``--set`` on every tool) are applied before validation, and
+:func:`load_config` checks the backbone name against ``backbones.list_backbones()``.
 
 The resolved config is stored in every checkpoint as a plain dict (:func:`to_dict`) so a
 checkpoint rebuilds its model with no config file (:func:`from_dict`).
@@ -12,6 +15,7 @@ checkpoint rebuilds its model with no config file (:func:`from_dict`).
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +40,7 @@ __all__ = [
     "from_dict",
     "to_dict",
     "apply_overrides",
+    "check_backbone_name",
     "class_names_of",
     "category_ids_of",
 ]
@@ -43,6 +48,46 @@ __all__ = [
 
 class ConfigError(ValueError):
     """A config file, key or value is wrong; the message names it."""
+
+
+# ----------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that reads ``1e-3`` as a float and refuses repeated keys."""
+
+
+# copy the resolver table before adding to it (add_implicit_resolver would append to SafeLoader's lists)
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),  # 1e6, 1e-3, 2.5E+2 (YAML 1.2 floats)
+    list("-+0123456789"),
+)
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:  # the mapping's own keys: a key merged in with << may be overridden
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (first on line {seen[key]})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
+        except TypeError:  # unhashable key: construct_mapping reports it
+            pass
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
 
 
 @dataclass(frozen=True)
@@ -324,7 +369,7 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
         key, raw = item.split("=", 1)
         key = key.strip()
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = _yaml_load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
             raise ConfigError(f"override {key}: cannot parse value {raw!r}: {e}") from None
         _check_key_path(key)
@@ -363,15 +408,35 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _yaml_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML (safe_load refuses python tags): {e}") from None
+        hint = " (python tags are refused: a config is plain data)" if "python/" in str(e) else ""
+        detail = " ".join(str(e).replace('in "<unicode string>", ', "").split())
+        raise ConfigError(f"{path}: not valid YAML{hint}: {detail}") from None
     if data is None:
         data = {}
     try:
-        return from_dict(data, overrides)
+        cfg = from_dict(data, overrides)
+        check_backbone_name(cfg)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+    return cfg
+
+
+def check_backbone_name(cfg: Config) -> None:
+    """``ConfigError`` listing the valid names unless ``model.backbone.name`` is registered (or ``timm:<model>``).
+
+    Imports :mod:`backbones` (and so torch); :func:`from_dict` does not call it, so a stored
+    config can be read where torch is absent (the ONNX Runtime back end).
+    """
+    name = cfg.model.backbone.name
+    if name.startswith("timm:") and len(name) > len("timm:"):
+        return
+    import backbones
+
+    names = backbones.list_backbones()
+    if name not in names:
+        raise ConfigError(f"model.backbone.name={name!r} is not a known backbone; choose one of {names} or 'timm:<model>'")
 
 
 def class_names_of(m: ModelConfig) -> list[str]:

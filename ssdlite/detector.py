@@ -15,7 +15,7 @@ import numpy as np
 from ssdlite.config import Config, PreprocessConfig, class_names_of
 from ssdlite.imageops import resize_image
 
-__all__ = ["Detections", "Detector", "preprocess", "Letterbox"]
+__all__ = ["Detections", "Detector", "preprocess", "Letterbox", "COLOR_ORDERS"]
 
 
 @dataclass
@@ -60,15 +60,31 @@ class Letterbox:
         return out.astype(np.float32, copy=False)
 
 
+COLOR_ORDERS = ("rgb", "bgr")
+
+
 def _check_image(image: Any, index: int) -> np.ndarray:
+    """The (H, W, 3) uint8 view of one input image; ``ValueError`` naming the image and the fault.
+
+    Accepted as documented: (H, W) or (H, W, 1) grayscale (replicated to 3 channels), (H, W, 4)
+    with alpha (alpha dropped), non-contiguous views, any size from 1x1 up (resized to the network
+    input; an 8000x8000 frame works, with no full-size copy unless it is grayscale). Refused with
+    a ``ValueError``: other shapes (a (3, H, W) array gets a transpose hint), empty arrays,
+    non-uint8 dtypes (float images are ambiguous: 0..1 or 0..255).
+    """
     if not isinstance(image, np.ndarray):
         raise ValueError(f"image {index}: expected a numpy array (H, W, 3) uint8 RGB, got {type(image).__name__}")
+    if image.size == 0:
+        raise ValueError(f"image {index}: empty image of shape {image.shape}")
+    if image.ndim == 3 and image.shape[2] == 1:  # (H, W, 1) grayscale
+        image = image[:, :, 0]
     if image.ndim == 2:  # grayscale: replicate
         image = np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"image {index}: expected shape (H, W, 3) RGB, got {image.shape}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"image {index}: empty image of shape {image.shape}")
+        hint = ""
+        if image.ndim == 3 and image.shape[0] in (1, 3, 4) and image.shape[2] > 4:
+            hint = "; this looks channels-first: pass image.transpose(1, 2, 0)"
+        raise ValueError(f"image {index}: expected shape (H, W, 3) RGB, got {image.shape}{hint}")
     if image.shape[2] == 4:  # RGBA: drop alpha
         image = image[:, :, :3]
     if image.dtype != np.uint8:
@@ -79,14 +95,19 @@ def _check_image(image: Any, index: int) -> np.ndarray:
 
 
 def preprocess(
-    images: Sequence[np.ndarray], input_size: tuple[int, int], cfg: PreprocessConfig
+    images: Sequence[np.ndarray], input_size: tuple[int, int], cfg: PreprocessConfig, color: str = "rgb"
 ) -> tuple[np.ndarray, list[Letterbox]]:
-    """uint8 RGB images (H, W, 3) -> float32 batch (N, 3, H_in, W_in) normalized, and each image's mapping.
+    """uint8 images (H, W, 3) -> float32 batch (N, 3, H_in, W_in) normalized (RGB), and each image's mapping.
 
+    ``color``: the channel order of the inputs, ``"rgb"`` or ``"bgr"`` (OpenCV's order: the
+    channels are swapped after resizing, which gives the same batch as converting first).
     ``stretch`` resizes to the input size (torchvision's behaviour); ``letterbox`` scales by
     ``min(H_in / h, W_in / w)`` and pads bottom/right with ``cfg.pad_value``. Resizing uses
-    ``cv2.INTER_LINEAR`` as the training pipeline does.
+    ``cv2.INTER_LINEAR`` as the training pipeline does. See :func:`_check_image` for what is accepted.
     """
+    if not isinstance(color, str) or color.lower() not in COLOR_ORDERS:
+        raise ValueError(f"color={color!r} is not one of {list(COLOR_ORDERS)} (the channel order of the input images)")
+    bgr = color.lower() == "bgr"
     if len(images) == 0:
         raise ValueError("no images given")
     h_in, w_in = input_size
@@ -99,7 +120,8 @@ def preprocess(
         resized, geo = resize_image(image, (h_in, w_in), cfg.resize, cfg.pad_value)
         maps.append(Letterbox(geo.scale_x, geo.scale_y, image.shape[1], image.shape[0]))
         out = batch[i]
-        out[...] = resized.transpose(2, 0, 1)  # HWC uint8 -> CHW float32, in place
+        chw = resized.transpose(2, 0, 1)
+        out[...] = chw[::-1] if bgr else chw  # HWC uint8 -> CHW float32 (RGB), in place
         # (x / 255 - mean) / std in torchvision's order of operations, so inputs are bit-identical
         np.divide(out, np.float32(255.0), out=out)
         out -= mean
@@ -223,11 +245,16 @@ class Detector:
         """Network outputs ``(cls_logits (N, A, C+1), box_deltas (N, A, 4))`` of a preprocessed batch."""
         return self.runner(batch)
 
-    def __call__(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """Detect objects in uint8 RGB images (H, W, 3); boxes come back in each image's pixels."""
-        if isinstance(images, np.ndarray) and images.ndim == 3:
+    def __call__(self, images: Sequence[np.ndarray] | np.ndarray, color: str = "rgb") -> list[Detections]:
+        """Detect objects in uint8 images (H, W, 3); boxes come back in each image's pixels.
+
+        ``images``: a list of images, or one image array ((H, W, 3), (H, W, 4) or (H, W) gray).
+        ``color``: ``"rgb"`` (default) or ``"bgr"`` for frames straight from OpenCV. A wrong
+        order cannot be detected from the pixels: it silently lowers accuracy.
+        """
+        if isinstance(images, np.ndarray) and images.ndim in (2, 3):
             images = [images]
-        batch, maps = preprocess(images, self.input_size, self.cfg.preprocess)
+        batch, maps = preprocess(images, self.input_size, self.cfg.preprocess, color=color)
         cls_logits, box_deltas = self.runner(batch)
         return self.postprocess(cls_logits, box_deltas, maps)
 

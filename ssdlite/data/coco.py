@@ -22,9 +22,11 @@ that a report can list each one and a training log can repeat the counts:
 ``missing_images``        image file absent (sample skipped, found at load time)
 ``unreadable_images``     file not decodable: truncated, not an image, ... (skipped at load)
 ``size_mismatch``         decoded size differs from the json (decoded wins, boxes re-clamped)
+``exif_orientation``      the json size is the file's size *before* its EXIF rotation: the
+                          boxes were drawn on the stored pixels, so the rotation is ignored
 ========================  =============================================================
 
-The last three are found while loading samples; the flags live in shared memory so the
+The last four are found while loading samples; the flags live in shared memory so the
 counts seen by the main process include what every DataLoader worker found.
 """
 
@@ -59,12 +61,13 @@ PARSE_PROBLEMS = (
     "clamped_boxes",
     "degenerate_boxes",
 )
-LOAD_PROBLEMS = ("missing_images", "unreadable_images", "size_mismatch")
-_LOAD_BITS = {"missing_images": 1, "unreadable_images": 2, "size_mismatch": 4}
+LOAD_PROBLEMS = ("missing_images", "unreadable_images", "size_mismatch", "exif_orientation")
+_LOAD_BITS = {"missing_images": 1, "unreadable_images": 2, "size_mismatch": 4, "exif_orientation": 8}
 _LOAD_DETAIL = {
     "missing_images": "image file not found (sample skipped)",
     "unreadable_images": "image file cannot be decoded (sample skipped)",
     "size_mismatch": "decoded size differs from the json width/height (decoded size used)",
+    "exif_orientation": "the json width/height are the file's before its EXIF rotation (rotation ignored, boxes kept)",
 }
 
 _NO_ID = np.iinfo(np.int64).min  # stands for an id that is missing or not an integer
@@ -96,18 +99,20 @@ class Problem(NamedTuple):
 _IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
 
 
-def _decode(path: str | os.PathLike) -> np.ndarray | None:
-    """Bytes of ``path`` decoded to HxWx3 uint8 RGB, None if not decodable; OSError if unreadable."""
-    buf = np.fromfile(path, dtype=np.uint8)  # also handles non-ASCII paths on every OS
+def _decode_bytes(buf: np.ndarray, ignore_orientation: bool = False) -> np.ndarray | None:
+    """Encoded image bytes -> HxWx3 uint8 RGB, None if not decodable.
+
+    IMREAD_COLOR applies the EXIF orientation (unless ``ignore_orientation``), turns
+    gray/RGBA/CMYK into 3 channels and 16-bit into 8-bit. OpenCV >= 4.10 decodes straight to RGB.
+    """
     if buf.size == 0:
         return None
-    # IMREAD_COLOR: applies the EXIF orientation, turns gray/RGBA/CMYK into 3 channels and
-    # 16-bit into 8-bit. OpenCV >= 4.10 decodes straight to RGB.
+    extra = cv2.IMREAD_IGNORE_ORIENTATION if ignore_orientation else 0
     try:
         if _IMREAD_RGB is not None:
-            img = cv2.imdecode(buf, _IMREAD_RGB)
+            img = cv2.imdecode(buf, _IMREAD_RGB | extra)
         else:
-            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR | extra)
             if img is not None:
                 img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     except cv2.error:
@@ -117,20 +122,49 @@ def _decode(path: str | os.PathLike) -> np.ndarray | None:
     return img
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
+def _looks_decodable(path: str | os.PathLike) -> bool:
+    """Cheap check without decoding: the file is not empty and starts like an image OpenCV reads.
+
+    ``OSError`` (``FileNotFoundError`` for a missing file) when it cannot be opened.
+    """
+    with open(path, "rb") as f:
+        if not f.read(1):
+            return False
+    return bool(cv2.haveImageReader(str(path)))
+
+
+def _stored_orientation(buf: np.ndarray, img: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
+    """The image without its EXIF rotation when that, and not ``img`` (rotated), has ``size`` (h, w)."""
+    h, w = size
+    if h > 0 and h != w and img.shape[:2] == (w, h):
+        raw = _decode_bytes(buf, ignore_orientation=True)
+        if raw is not None and raw.shape[:2] == (h, w):
+            return raw
+    return None
+
+
+def load_image(path: str | os.PathLike, expected_size: tuple[int, int] | None = None) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` uint8 RGB with OpenCV.
 
     EXIF orientation is applied; grayscale, RGBA, CMYK and 16-bit files become 8-bit RGB.
+    ``expected_size``: the ``(h, w)`` the annotations give (a COCO json's height, width); when
+    it is the file's size before its EXIF rotation and not after, the boxes were drawn on the
+    stored pixels and the rotation is not applied (as :class:`CocoDetection` does for training).
     Raises ``ValueError`` naming the file when it is missing, unreadable or not an image.
     """
     try:
-        img = _decode(path)
+        buf = np.fromfile(path, dtype=np.uint8)  # also handles non-ASCII paths on every OS
     except FileNotFoundError:
         raise ValueError(f"image file not found: {path}") from None
     except OSError as e:
         raise ValueError(f"cannot read image file {path}: {e.strerror or e}") from None
+    img = _decode_bytes(buf)
     if img is None:
         raise ValueError(f"cannot decode image file {path}: empty, truncated or not a supported image format")
+    if expected_size is not None:
+        raw = _stored_orientation(buf, img, (int(expected_size[0]), int(expected_size[1])))
+        if raw is not None:
+            return raw
     return img
 
 
@@ -240,8 +274,9 @@ class CocoDetection(Dataset):
         min_box_size: boxes whose width or height is <= this (px, after clamping) are dropped.
         on_unreadable: a missing or unreadable file gives ``None`` (``"skip"``: the batch is
             smaller; right for evaluation) or the next readable sample (``"substitute"``: batches
-            keep their size, which BatchNorm on 1x1 maps and DDP prefer; for training). Either
-            way the file is warned about once and counted.
+            keep their size, which BatchNorm on 1x1 maps and DDP prefer; for training; a
+            ``ValueError`` when no file at all is readable). Either way the file is warned about
+            once and counted.
 
     ``dataset[i]`` is ``(image, target)`` with ``target`` = ``{"boxes": (G, 4) float32 xyxy
     in the network input frame, "labels": (G,) int64 in 0..C-1, "iscrowd": (G,) bool (crowd
@@ -289,6 +324,7 @@ class CocoDetection(Dataset):
 
         # Flags of faults found while loading files, shared with DataLoader workers.
         self._load_flags = torch.zeros(len(self), dtype=torch.uint8).share_memory_()
+        self._load_details: dict[tuple[int, str], str] = {}
         self._log_summary()
 
     # --------------------------------------------------------------------- parsing steps
@@ -337,8 +373,8 @@ class CocoDetection(Dataset):
             seen.add(iid)
             h, w = e.get("height"), e.get("width")
             if not (type(h) is int and type(w) is int and h > 0 and w > 0):
-                self._problem("missing_image_size", None, iid, name,
-                              f"width/height {_short(w)}x{_short(h)} invalid; boxes are clamped to the decoded size")
+                what = "no width/height" if w is None and h is None else f"width/height {_short(w)} x {_short(h)} invalid"
+                self._problem("missing_image_size", None, iid, name, f"{what}; boxes are clamped to the decoded size")
                 h = w = 0
             ids.append(iid)
             sizes.append((h, w))
@@ -492,31 +528,51 @@ class CocoDetection(Dataset):
         }
 
     def load_image(self, i: int) -> np.ndarray | None:
-        """Decoded ``(h, w, 3)`` uint8 RGB of sample ``i``, or None (warned once, counted) if unusable."""
+        """Decoded ``(h, w, 3)`` uint8 RGB of sample ``i``, or None (warned once, counted) if unusable.
+
+        When the json size is the file's size before its EXIF rotation (and not after), the
+        annotations were made on the stored pixels: the rotation is ignored (``exif_orientation``).
+        """
         path = self.image_path(i)
         try:
-            img = _decode(path)
+            buf = np.fromfile(path, dtype=np.uint8)
         except FileNotFoundError:
-            self._flag(i, "missing_images", f"image file not found: {path}")
+            self._flag(i, "missing_images", "image file not found (sample skipped)")
             return None
         except OSError as e:
-            self._flag(i, "unreadable_images", f"cannot read image file {path}: {e.strerror or e}")
+            self._flag(i, "unreadable_images", f"cannot read the file: {e.strerror or e} (sample skipped)")
             return None
+        img = _decode_bytes(buf)
         if img is None:
-            self._flag(i, "unreadable_images", f"cannot decode image file {path} (empty, truncated or not an image)")
+            self._flag(i, "unreadable_images", "cannot decode the file: empty, truncated or not an image (sample skipped)")
             return None
+        jh, jw = self.image_size(i)
+        raw = _stored_orientation(buf, img, (jh, jw))
+        if raw is not None:
+            self._flag(i, "exif_orientation", f"the json size {jw}x{jh} (w x h) is the file's before its EXIF rotation: "
+                       "the boxes fit the stored pixels, so the rotation is ignored for this file")
+            return raw
         return img
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]] | None:
         image = self.load_image(i)
         if image is None:
             if self.on_unreadable == "substitute":
-                for j in range(i + 1, i + min(len(self), 64)):
+                # the next readable sample; files known to be bad (flags shared with the workers)
+                # are passed over without decoding, so each bad file is decoded once per process
+                bad = _LOAD_BITS["missing_images"] | _LOAD_BITS["unreadable_images"]
+                for j in range(i + 1, i + len(self)):
                     j %= len(self)
-                    if not int(self._load_flags[j]) & (_LOAD_BITS["missing_images"] | _LOAD_BITS["unreadable_images"]):
+                    if not int(self._load_flags[j]) & bad:
                         image = self.load_image(j)
                         if image is not None:
                             return self._sample(j, image)
+                st = self.stats
+                raise ValueError(
+                    f"no readable image in {self.image_dir}: all {len(self)} files of {self.annotation_json} are missing "
+                    f"({st['missing_images']}) or unreadable ({st['unreadable_images']}); check the image folder "
+                    f"(`ssdlite check-data --images {self.image_dir} --annotations {self.annotation_json}`)"
+                )
             return None
         return self._sample(i, image)
 
@@ -526,8 +582,7 @@ class CocoDetection(Dataset):
         jh, jw = self.image_size(i)
         if (jh, jw) != (h, w):
             if jh > 0:
-                self._flag(i, "size_mismatch", f"{self.image_path(i)}: decoded size {h}x{w} (h x w) differs from the "
-                           f"json's {jh}x{jw}; boxes are clamped to the decoded size")
+                self._flag(i, "size_mismatch", _size_detail(h, w, jh, jw))
             boxes, labels, crowd = _clamp(boxes, labels, crowd, h, w, self.min_box_size)
         if self.transform is not None:
             tensor, boxes, labels, crowd = self.transform(image, boxes, labels, crowd)
@@ -544,26 +599,40 @@ class CocoDetection(Dataset):
 
     # --------------------------------------------------------------------- faults
 
-    def _flag(self, i: int, kind: str, message: str) -> None:
+    def _flag(self, i: int, kind: str, detail: str) -> None:
+        """Count a load fault of sample ``i`` once (shared with workers) and warn about it once."""
         bit = _LOAD_BITS[kind]
         flags = self._load_flags
         if int(flags[i]) & bit:
             return
         flags[i] = int(flags[i]) | bit
-        log.warning("%s", message)
+        self._load_details[(i, kind)] = detail  # this process only; other processes' faults get the generic text
+        log.warning("%s: %s", self.image_path(i), detail)
 
-    def check_images(self, progress: Callable[[int, int], None] | None = None) -> list[Problem]:
-        """Decode every image once (no transform) and return the load problems found.
+    def check_images(self, progress: Callable[[int, int], None] | None = None, decode: bool = True) -> list[Problem]:
+        """Check every image file once (no transform) and return the load problems found.
 
-        For a data check before training; the faults also enter :attr:`stats`.
+        ``decode=True`` decodes each file as training would (finds every load problem);
+        ``decode=False`` only opens each file and checks that it starts like an image OpenCV
+        reads (finds missing, empty and non-image files; not truncated ones or size
+        mismatches). For a data check before training; the faults also enter :attr:`stats`.
         """
         for i in range(len(self)):
-            img = self.load_image(i)
-            if img is not None:
-                jh, jw = self.image_size(i)
-                if jh > 0 and (jh, jw) != img.shape[:2]:
-                    self._flag(i, "size_mismatch", f"{self.image_path(i)}: decoded size {img.shape[0]}x{img.shape[1]} "
-                               f"(h x w) differs from the json's {jh}x{jw}; boxes are clamped to the decoded size")
+            if decode:
+                img = self.load_image(i)
+                if img is not None:
+                    jh, jw = self.image_size(i)
+                    if jh > 0 and (jh, jw) != img.shape[:2]:
+                        self._flag(i, "size_mismatch", _size_detail(img.shape[0], img.shape[1], jh, jw))
+            else:
+                path = self.image_path(i)
+                try:
+                    if not _looks_decodable(path):
+                        self._flag(i, "unreadable_images", "empty or not an image format OpenCV reads (sample skipped)")
+                except FileNotFoundError:
+                    self._flag(i, "missing_images", "image file not found (sample skipped)")
+                except OSError as e:
+                    self._flag(i, "unreadable_images", f"cannot read the file: {e.strerror or e} (sample skipped)")
             if progress is not None:
                 progress(i + 1, len(self))
         return self._load_problems()
@@ -574,7 +643,8 @@ class CocoDetection(Dataset):
         for i in np.flatnonzero(flags).tolist():
             for kind, bit in _LOAD_BITS.items():
                 if flags[i] & bit:
-                    out.append(Problem(kind, None, int(self._image_ids[i]), str(self.image_path(i)), _LOAD_DETAIL[kind]))
+                    detail = self._load_details.get((i, kind), _LOAD_DETAIL[kind])
+                    out.append(Problem(kind, None, int(self._image_ids[i]), str(self.image_path(i)), detail))
         return out
 
     @property
@@ -608,6 +678,10 @@ def _clamp(boxes: np.ndarray, labels: np.ndarray, crowd: np.ndarray, h: int, w: 
     np.clip(boxes[:, 1::2], 0, h, out=boxes[:, 1::2])
     ok = ((boxes[:, 2] - boxes[:, 0]) > min_size) & ((boxes[:, 3] - boxes[:, 1]) > min_size)
     return boxes[ok], labels[ok], crowd[ok]
+
+
+def _size_detail(h: int, w: int, jh: int, jw: int) -> str:
+    return f"decoded size {w}x{h} (w x h) differs from the json's {jw}x{jh}; boxes are clamped to the decoded size"
 
 
 def _lookup(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
