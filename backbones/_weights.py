@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Mapping
 
@@ -25,7 +26,12 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         raise ValueError(f"weights file {str(path)!r} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not a state dict file"
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"weights file {str(path)!r} was refused: it holds Python objects other than tensors and plain "
+            "data, so loading it could run code (only state dicts of tensors are accepted)"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - any other unpickling failure means "not a state dict file"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"weights file {str(path)!r} is not a PyTorch state-dict file ({first[:200]})") from e
     for key in _NESTED_KEYS:

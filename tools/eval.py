@@ -82,7 +82,7 @@ def predict_results(args: argparse.Namespace) -> tuple[list[dict], str]:
 
         torch.set_num_threads(args.threads)
     backend = args.backend or ("onnxruntime" if str(args.checkpoint).endswith(".onnx") else "torch")
-    kwargs: dict = {"backend": backend, "device": args.device}
+    kwargs: dict = {"backend": backend, "device": args.device, "overrides": list(getattr(args, "overrides", []) or [])}
     score_thresh = args.score_thresh if args.score_thresh is not None else (
         cfg.postprocess.score_thresh if cfg else None)
     if score_thresh is not None:

@@ -139,10 +139,6 @@ def test_pickle_payload_as_backbone_weights_never_runs(tmp_path) -> None:
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="backbones/_weights.py read_state_dict words a refused payload as 'is not a "
-                   "PyTorch state-dict file (Weights only load failed. This file can still be loaded ... do those "
-                   "steps only if you trust the source)' with ANSI escapes: it should say the file was refused "
-                   "because it holds Python objects that could run code")
 @pytest.mark.fault("pickle payload as backbone weights: wording", "the error says the file was refused because it could "
                    "run code (no ANSI escapes, no advice to load it unsafely)")
 def test_pickle_payload_as_backbone_weights_message(tmp_path) -> None:
@@ -262,9 +258,6 @@ def test_override_of_architecture_names_the_tensors(genuine, tmp_path, capsys) -
         assert code == 2 and "does not fit the model" in err and "extras.3" in err and "tensors differ in shape" in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="tools/eval.py builds a config from --set only to read data.val.* and "
-                   "score_thresh; it never passes the overrides to Detector.from_checkpoint, so they are silently "
-                   "ignored (pass overrides=args.overrides, as tools/detect.py does)")
 @pytest.mark.fault("tools/eval.py --checkpoint with --set changing the model", "applied (and refused here: the tensors "
                    "differ), never silently ignored")
 def test_eval_does_not_ignore_overrides(genuine, shapes_data, capsys) -> None:
