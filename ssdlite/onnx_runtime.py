@@ -1,0 +1,166 @@
+"""The ONNX Runtime back end: runs an ``ssdlite.export`` file, reads its config from the metadata.
+
+This module imports numpy and onnxruntime only (never torch); ``Detector`` adds the shared
+preprocess and postprocess around it (the postprocess uses torch ops).
+
+>>> runner = OnnxRunner("model.onnx", threads=2)
+>>> cls_logits, box_deltas = runner(batch)            # batch (N, 3, H, W) float32, normalized
+>>> det = Detector(None, runner.config(), runner=runner)  # what Detector.from_checkpoint does
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["OnnxRunner", "read_metadata"]
+
+FORMAT = "ssdlite-onnx"  # same tag as ssdlite.export.FORMAT (not imported: export imports torch)
+SUPPORTED_VERSIONS = (1,)
+# Model-section keys an ONNX file fixes: overriding them would describe a different network.
+_FIXED_MODEL_KEYS = ("backbone", "num_classes", "input_size", "extra_channels", "anchors")
+
+
+def read_metadata(path: str | Path, session: Any | None = None) -> dict[str, str]:
+    """The ``ssdlite.*`` metadata of an exported file; ValueError naming the file if it has none."""
+    if session is None:
+        import onnxruntime as ort
+
+        session = _open_session(Path(path), ort.SessionOptions())
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    if meta.get("ssdlite.format") != FORMAT:
+        raise ValueError(
+            f"{path} is not an ssdlite export (no metadata 'ssdlite.format' = {FORMAT!r}); "
+            "export a checkpoint with `python tools/export.py --checkpoint CKPT --out model.onnx`"
+        )
+    version = int(meta.get("ssdlite.format_version", "0"))
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"{path}: ssdlite export format version {version} is not supported (this code reads {SUPPORTED_VERSIONS})")
+    return meta
+
+
+def _open_session(path: Path, options: Any) -> Any:
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file {path} does not exist")
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
+        raise ValueError(f"{path} is not a loadable ONNX model: {str(e).strip().splitlines()[0]}") from None
+
+
+class OnnxRunner:
+    """Runs an exported ssdlite network with ONNX Runtime on the CPU.
+
+    Args:
+        path: a ``.onnx`` written by :func:`ssdlite.export.export_onnx`.
+        threads: intra-op threads (None: ONNX Runtime's default, one per core).
+        spinning: let idle intra-op threads spin-wait for work (ONNX Runtime's default). Spinning
+            trades CPU for a little latency; turning it off keeps the threads from competing with
+            the postprocess and with other processes (see the latency benchmark).
+        optimized_path: also write the graph after ONNX Runtime's optimizations there.
+
+    Attributes:
+        name: ``"onnxruntime"``. outputs: ``"raw"`` or ``"nms"``. feature_sizes: ``[(h, w), ...]``.
+        input_size: ``(H, W)``. class_names: list of names. anchors: ``(A, 4)`` float32 xyxy input px.
+        postprocess: the stored postprocess settings (dict). batch_size: fixed batch or None (dynamic).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        path: str | Path,
+        threads: int | None = None,
+        *,
+        spinning: bool = False,
+        optimized_path: str | Path | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads) if threads else 0
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+        if optimized_path is not None:
+            options.optimized_model_filepath = str(optimized_path)
+        self.session = _open_session(self.path, options)
+        meta = read_metadata(self.path, self.session)
+        self.metadata = meta
+        self.outputs = meta.get("ssdlite.outputs", "raw")
+        self._config_dict = json.loads(meta["ssdlite.config"])
+        self.class_names: list[str] = json.loads(meta["ssdlite.class_names"])
+        self.input_size = tuple(int(v) for v in json.loads(meta["ssdlite.input_size"]))
+        self.feature_sizes = [tuple(int(v) for v in s) for s in json.loads(meta["ssdlite.feature_sizes"])]
+        self.postprocess: dict = json.loads(meta["ssdlite.postprocess"])
+        self.preprocess: dict = json.loads(meta["ssdlite.preprocess"])
+        shape = json.loads(meta["ssdlite.anchors_shape"])
+        self.anchors = np.frombuffer(base64.b64decode(meta["ssdlite.anchors"]), dtype="<f4").reshape(shape).astype(np.float32)
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.batch_size = inp.shape[0] if isinstance(inp.shape[0], int) else None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        expected = ["cls_logits", "box_deltas"] if self.outputs == "raw" else ["boxes", "scores", "labels", "batch_index"]
+        if self.output_names != expected:
+            raise ValueError(f"{self.path}: outputs {self.output_names} do not match an ssdlite '{self.outputs}' export {expected}")
+
+    def config(self, overrides: Sequence[str] = ()):
+        """The stored :class:`~ssdlite.config.Config` with ``key=value`` overrides (e.g. postprocess.score_thresh=0.3).
+
+        Overrides of what the graph fixes (backbone, classes, input size, extra blocks, anchors) are refused.
+        """
+        from ssdlite.config import from_dict
+
+        stored = from_dict(self._config_dict)
+        cfg = from_dict(self._config_dict, overrides)
+        for key in _FIXED_MODEL_KEYS:
+            if getattr(cfg.model, key) != getattr(stored.model, key):
+                raise ValueError(f"{self.path}: model.{key} is fixed by the exported graph and cannot be overridden")
+        if self.outputs == "nms" and cfg.postprocess != stored.postprocess:
+            raise ValueError(f"{self.path}: the postprocess settings are part of this graph (exported --with-nms); re-export to change them")
+        return cfg
+
+    def _run(self, batch: np.ndarray) -> list[np.ndarray]:
+        if batch.dtype != np.float32:
+            batch = batch.astype(np.float32)
+        expected = (3, *self.input_size)
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
+            raise ValueError(f"{self.path}: expected a batch (N, {expected[0]}, {expected[1]}, {expected[2]}), got {batch.shape}")
+        return self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch)})
+
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``batch (N, 3, H, W)`` float32 normalized -> ``(cls_logits (N, A, C+1), box_deltas (N, A, 4))`` numpy.
+
+        A file exported with a fixed batch of 1 runs a larger batch image by image.
+        """
+        if self.outputs != "raw":
+            raise ValueError(f"{self.path} has NMS in the graph (exported --with-nms): use runner.detect(batch), or export without --with-nms for Detector")
+        if self.batch_size is not None and batch.shape[0] != self.batch_size:
+            parts = [self._run(batch[i : i + 1]) for i in range(batch.shape[0])]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        cls_logits, box_deltas = self._run(batch)
+        return cls_logits, box_deltas
+
+    def detect(self, batch: np.ndarray) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """For a ``--with-nms`` export: per image ``(boxes (K,4) float32 xyxy input px, scores (K,), labels (K,) int64)``."""
+        if self.outputs != "nms":
+            raise ValueError(f"{self.path} has raw outputs: run it through Detector (or export --with-nms for detect())")
+        chunks = [batch] if self.batch_size is None else [batch[i : i + 1] for i in range(batch.shape[0])]
+        results = []
+        for chunk in chunks:
+            boxes, scores, labels, batch_index = self._run(chunk)
+            for i in range(chunk.shape[0]):
+                m = batch_index == i
+                results.append((boxes[m], scores[m], labels[m].astype(np.int64)))
+        return results
+
+    def __repr__(self) -> str:
+        return f"OnnxRunner({str(self.path)!r}, outputs={self.outputs!r}, input={self.input_size})"

@@ -1,0 +1,105 @@
+"""The ONNX Runtime back end: a .onnx alone reproduces the torch detections; clear errors; no torch import."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from ssdlite._paths import REPO_ROOT
+from ssdlite.checkpoint import save_checkpoint
+from ssdlite.config import load_config
+from ssdlite.detector import Detector
+from ssdlite.export import compare_detections, export_onnx
+from ssdlite.onnx_runtime import OnnxRunner
+from test_export import lively_model
+
+SMALLEST = REPO_ROOT / "configs" / "ssdlite320_mobilenet_v3_small_reduced.yaml"
+
+
+@pytest.fixture(scope="module")
+def exported(shared_data, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ort")
+    paths = [shared_data / "photos" / "darknet" / n for n in ("person.jpg", "giraffe.jpg")]
+    images = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
+    cfg = load_config(SMALLEST)
+    ckpt = tmp / "model.pt"
+    save_checkpoint(ckpt, lively_model(cfg, images, seed=3), cfg)
+    out = export_onnx(ckpt, None, tmp / "model.onnx")
+    return ckpt, out, images
+
+
+def test_onnx_file_alone_reproduces_torch_detections(exported, tmp_path):
+    ckpt, out, images = exported
+    alone = tmp_path / "elsewhere" / "only.onnx"  # no checkpoint, no config file beside it
+    alone.parent.mkdir()
+    shutil.copy(out, alone)
+    ort_det = Detector.from_checkpoint(alone, threads=1, score_thresh=0.1)
+    torch_det = Detector.from_checkpoint(ckpt, backend="torch", threads=1, score_thresh=0.1)
+    assert ort_det.backend == "onnxruntime" and torch_det.backend == "torch"
+    assert ort_det.class_names == torch_det.class_names and ort_det.input_size == (320, 320)
+    np.testing.assert_array_equal(ort_det.anchors.numpy(), torch_det.anchors.numpy())
+    total = 0
+    for image in images:
+        (a,), (b,) = torch_det([image]), ort_det([image])
+        n, problems, _, _ = compare_detections(a, b, floor=0.1 + 1e-3)
+        assert not problems, problems[:3]
+        assert b.boxes.dtype == np.float32 and b.labels.dtype == np.int64
+        assert b.names == [ort_det.class_names[i] for i in b.labels]
+        total += n
+    assert total >= 5
+
+
+def test_runner_reads_config_and_refuses_graph_changing_overrides(exported):
+    _, out, _ = exported
+    runner = OnnxRunner(out, threads=1)
+    assert runner.name == "onnxruntime" and runner.outputs == "raw"
+    cfg = runner.config(["postprocess.score_thresh=0.4"])
+    assert cfg.postprocess.score_thresh == 0.4 and cfg.model.backbone.name == "mobilenet_v3_small"
+    with pytest.raises(ValueError, match="model.input_size is fixed"):
+        runner.config(["model.input_size=[256,256]"])
+    with pytest.raises(ValueError, match=r"expected a batch \(N, 3, 320, 320\)"):
+        runner(np.zeros((1, 3, 300, 300), np.float32))
+
+
+def test_non_ssdlite_onnx_gets_a_clear_error(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+    )
+    plain = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(plain))
+    with pytest.raises(ValueError, match=r"not an ssdlite export .*no metadata"):
+        OnnxRunner(plain)
+    with pytest.raises(ValueError, match="not an ssdlite export"):
+        Detector.from_checkpoint(plain)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"this is not a protobuf")
+    with pytest.raises(ValueError, match="garbage.onnx is not a loadable ONNX model"):
+        OnnxRunner(garbage)
+    with pytest.raises(FileNotFoundError, match="missing.onnx does not exist"):
+        OnnxRunner(tmp_path / "missing.onnx")
+
+
+def test_runner_does_not_import_torch(exported):
+    _, out, _ = exported
+    code = (
+        "import sys, numpy as np\n"
+        "from ssdlite.onnx_runtime import OnnxRunner\n"
+        f"r = OnnxRunner({str(out)!r}, threads=1)\n"
+        "c, b = r(np.zeros((1, 3, 320, 320), np.float32))\n"
+        "cfg = r.config()\n"
+        "assert c.shape == (1, 2034, 81) and b.shape == (1, 2034, 4), (c.shape, b.shape)\n"
+        "assert 'torch' not in sys.modules, 'onnx_runtime imported torch'\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

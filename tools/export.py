@@ -1,0 +1,79 @@
+"""Export a checkpoint to a self-contained ONNX file (BN folded; anchors, classes, input size,
+normalization and postprocess settings in the metadata).
+
+    python tools/export.py --checkpoint runs/x/best.pt --out model.onnx --verify
+    python tools/detect.py --checkpoint model.onnx --source 0 --show
+
+--verify runs the PyTorch and the ONNX Runtime back ends on the photos of the shared data
+(or --images) and exits non-zero, listing the worst differences, unless every detection
+scoring clearly above the threshold matches (boxes <= 0.5 px, scores <= 1e-4, same label).
+--with-nms puts decoding and ONNX NonMaxSuppression in the graph (outputs boxes, scores,
+labels, batch_index) for runtimes without ssdlite's postprocess; its thresholds are fixed at
+export (--set postprocess.score_thresh=0.3 to change them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="an ssdlite .pt checkpoint")
+    parser.add_argument("--out", "--output", dest="out", required=True, help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..20 (default: 17)")
+    parser.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch dimension (default: batch 1)")
+    parser.add_argument("--with-nms", action="store_true", help="decode + NonMaxSuppression in the graph")
+    parser.add_argument("--verify", action="store_true", help="compare ONNX Runtime with PyTorch on real photos; fail on mismatch")
+    parser.add_argument("--images", nargs="+", default=None, help="images for --verify (default: the shared photos/darknet/*.jpg)")
+    parser.add_argument("--verify-score", type=float, default=None, help="score threshold for --verify (default: the checkpoint's)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a stored config value before export, e.g. postprocess.score_thresh=0.3",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for --verify")
+    parser.add_argument("--json-out", default=None, help="write the verification report as JSON here")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from ssdlite.checkpoint import load_model, save_checkpoint
+    from ssdlite.export import export_onnx, verify_export
+
+    checkpoint = Path(args.checkpoint)
+    with tempfile.TemporaryDirectory(prefix="ssdlite_export_") as tmp:
+        source = checkpoint
+        if args.overrides:  # the overridden config must be what both back ends run with
+            model, cfg = load_model(checkpoint, args.overrides)
+            source = Path(tmp) / "overridden.pt"
+            save_checkpoint(source, model, cfg)
+        out = export_onnx(source, None, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch, with_nms=args.with_nms)
+        print(f"export: wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {args.opset}, {'NMS in graph' if args.with_nms else 'raw outputs'})")
+        if not args.verify:
+            return 0
+        report = verify_export(out, source, args.images, threads=args.threads, score_thresh=args.verify_score)
+    print(f"verify: {report.summary()}")
+    if report.compared == 0:
+        print(
+            "verify: warning: no detection scored clearly above the threshold (flat scores, e.g. untrained weights); "
+            "only the raw outputs were compared",
+            file=sys.stderr,
+        )
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(asdict(report), indent=2))
+    if not report.ok:
+        print(f"export: error: ONNX Runtime and PyTorch disagree on {out} (see above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    from ssdlite.cli import run
+
+    sys.exit(run(main, build_parser()))
