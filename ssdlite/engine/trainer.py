@@ -25,7 +25,7 @@ from ssdlite.checkpoint import load_checkpoint, load_state_dict_strict, save_che
 from ssdlite.config import Config, to_dict
 from ssdlite.engine import distributed as dist
 from ssdlite.engine.logger import MetricsLogger
-from ssdlite.engine.optim import ModelEMA, build_optimizer, build_scheduler
+from ssdlite.engine.optim import ModelEMA, build_optimizer, build_scheduler, set_time_progress
 from ssdlite.engine.sampler import ResumableSampler
 
 __all__ = ["Trainer", "NonFiniteLossError"]
@@ -105,8 +105,14 @@ class Trainer:
             on_unreadable="substitute",  # a bad file is replaced by another sample (counted), batches keep their size
             category_ids=cat_ids,
         )
+        if not self.train_set.stats.get("boxes", 0):
+            raise ValueError(
+                f"{cfg.data.train.annotations} has no usable boxes in {cfg.data.train.images}: nothing to learn "
+                "(run `ssdlite check-data` for the details)"
+            )
         cfg = self._adopt_classes(cfg, self.train_set)
         self.cfg = cfg
+        self._reported: dict = {}
         self._report_data(self.train_set)
 
         from ssdlite.anchors import AnchorGenerator
@@ -149,8 +155,11 @@ class Trainer:
         self.epoch, self.step, self.epoch_step = 0, 0, 0
         self.best_ap = -1.0
         self.nonfinite_total = 0
+        self.elapsed_s = 0.0  # training time used by earlier runs of a resumed run (counts against the budget)
+        self._start: float | None = None  # time.monotonic() at which elapsed time 0 lies, while fit() runs
         self.history: list[dict] = []
         self._stop_signal: str | None = None
+        self.last_eval = None  # the EvalResult of the latest evaluation (ssdlite.coco_eval), None before the first
         if resume:
             self._resume(self.out / "last.pt")
         self.logger = MetricsLogger(self.out, enabled=dist.is_main(), resume=resume)
@@ -176,9 +185,13 @@ class Trainer:
         return replace(cfg, model=replace(cfg.model, class_names=names, category_ids=tuple(dataset.category_ids)))
 
     def _report_data(self, ds: Any) -> None:
+        """Print the dataset's counts; again later when loading images found more problems."""
         if not dist.is_main():
             return
         stats = {k: v for k, v in getattr(ds, "stats", {}).items() if isinstance(v, (int, float)) and v}
+        if stats == self._reported:
+            return
+        self._reported = stats
         msg = ", ".join(f"{k}={v}" for k, v in sorted(stats.items())) or "no problems found"
         log.info("training data %s: %d images; %s", self.cfg.data.train.annotations, len(ds), msg)
         print(f"data: {len(ds)} training images; {msg}", flush=True)
@@ -197,6 +210,7 @@ class Trainer:
             "epoch_step": self.epoch_step,
             "best_ap": self.best_ap,
             "nonfinite_total": self.nonfinite_total,
+            "elapsed_s": self._elapsed(),
             "history": self.history,
             "rng": _rng_state(),
             "world_size": self.world,
@@ -211,8 +225,10 @@ class Trainer:
     def _resume(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.device)
         saved = state["config"]
-        if saved.get("model") != to_dict(self.cfg)["model"]:
-            raise ValueError(f"{path} was trained with a different model config; resume with the same --config and --set values")
+        diffs = _dict_diff(saved.get("model", {}), to_dict(self.cfg)["model"], "model.")
+        if diffs:
+            shown = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, a, b in diffs[:5])
+            raise ValueError(f"{path} was trained with a different model config ({shown}); resume with the same --config and --set values")
         load_state_dict_strict(self.model, state["model"], str(path))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -222,6 +238,7 @@ class Trainer:
         self.epoch, self.step, self.epoch_step = state["epoch"], state["step"], state["epoch_step"]
         self.best_ap = state.get("best_ap", -1.0)
         self.nonfinite_total = state.get("nonfinite_total", 0)
+        self.elapsed_s = float(state.get("elapsed_s", 0.0))
         self.history = list(state.get("history", []))
         if state.get("world_size", 1) == self.world:
             _set_rng_state(state["rng"])
@@ -229,6 +246,10 @@ class Trainer:
             print(f"resumed from {path}: epoch {self.epoch}, step {self.step}", flush=True)
 
     # ------------------------------------------------------------------ signals
+
+    def _elapsed(self) -> float:
+        """Seconds of training so far, earlier runs of a resumed run included."""
+        return self.elapsed_s if self._start is None else time.monotonic() - self._start
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         self._stop_signal = "SIGTERM"
@@ -239,7 +260,7 @@ class Trainer:
         """Train to the end (or the time budget / SIGTERM); returns the last metrics row."""
         t = self.cfg.train
         old = signal.signal(signal.SIGTERM, self._on_sigterm) if _main_thread() else None
-        start = time.monotonic()
+        start = self._start = time.monotonic() - self.elapsed_s  # a resumed run continues its time budget
         stopped = None
         try:
             while self.epoch < t.epochs and stopped is None:
@@ -261,6 +282,7 @@ class Trainer:
                 if dist.is_main():
                     print(f"SIGTERM: saved {self.out / 'last.pt'} at epoch {self.epoch} step {self.step}; resume with --resume", flush=True)
         finally:
+            self.elapsed_s, self._start = self._elapsed(), None
             if old is not None:
                 signal.signal(signal.SIGTERM, old)
             self.logger.close()
@@ -270,6 +292,7 @@ class Trainer:
 
     def _finish_epoch(self, row: dict, partial: bool = False) -> None:
         self.history.append(row)
+        self._report_data(self.train_set)  # file faults are found while loading: repeat the counts
         self.logger.log(row)
         ap = row.get("AP")
         if ap is not None and ap > self.best_ap:
@@ -330,6 +353,8 @@ class Trainer:
                             "train.warmup_epochs, or set train.clip_grad_norm), or the data has broken boxes "
                             "(run `ssdlite check-data`). No checkpoint with NaN weights was written."
                         )
+                if t.time_budget_s > 0:  # the cosine follows the budget when it ends the run before the last epoch
+                    set_time_progress(self.scheduler, (time.monotonic() - start) / t.time_budget_s)
                 self.scheduler.step()
                 self.step += 1
                 self.epoch_step += 1
@@ -375,7 +400,7 @@ class Trainer:
         self.ddp.train()
         if result is None:
             return {}
-        self._last_eval = result
+        self.last_eval = result
         return dict(zip(STAT_NAMES, [float(s) for s in result.stats]))
 
 
@@ -384,3 +409,12 @@ def _main_thread() -> bool:
 
     return threading.current_thread() is threading.main_thread()
 
+
+def _dict_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Dotted keys whose values differ between two nested dicts, with both values."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _dict_diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]

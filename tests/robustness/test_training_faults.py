@@ -437,8 +437,6 @@ def test_resume_from_truncated_checkpoint(run_config, tmp_path, capsys) -> None:
     assert (out / "last.pt").read_bytes() == data[: len(data) // 2]
 
 
-@pytest.mark.xfail(strict=True, reason="trainer.py _resume says only 'was trained with a different model config': it "
-                   "should name the keys that differ (e.g. model.num_classes: 4 in the checkpoint, 3 now)")
 @pytest.mark.fault("--resume from a checkpoint of another config", "clear error naming the config keys that differ")
 def test_resume_with_another_config_names_the_difference(run_config, reference, tmp_path, capsys) -> None:
     out = tmp_path / "run"
