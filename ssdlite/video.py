@@ -332,7 +332,7 @@ class LatestFrameSource:
     def close(self) -> None:
         """Stop the capture thread and release the capture (unless the thread is stuck inside read())."""
         self._stop.set()
-        self._thread.join(timeout=2.0)
+        self._thread.join(timeout=1.0)
         if self._thread.is_alive():  # releasing under a blocked read() can crash the backend
             self.log(f"{self.name}: the capture is blocked in read(); leaving it to the process exit")
             return
