@@ -204,6 +204,11 @@ class Detector:
         else:
             self.backend = getattr(runner, "name", "custom")
             feature_sizes = runner.feature_sizes
+            if self.backend == "onnxruntime":
+                import torch
+
+                # the postprocess is tiny: a second torch thread pool only fights ONNX Runtime's threads
+                torch.set_num_threads(1)
         self.runner = runner
         self.anchors = AnchorGenerator(cfg.model.anchors)(self.input_size, feature_sizes)
 

@@ -48,6 +48,10 @@ def class_scores(cls_logits: Tensor, classification: str = "softmax") -> Tensor:
     raise ValueError(f"classification={classification!r} is not allowed; choose 'softmax' or 'focal'")
 
 
+#: From this score threshold on, anchors without any passing class are dropped before the per-class
+#: pass (same result; ~35% less postprocess time at 0.3, slower at evaluation's 0.001).
+PREFILTER_MIN_THRESH = 0.05
+
 #: Above this many thresholded scores in one image, top-k per class is cheaper than sorting them all.
 SORT_PATH_MAX_CANDIDATES = 10_000
 
@@ -133,8 +137,14 @@ def postprocess(
     h, w = int(image_size[0]), int(image_size[1])
     scores = class_scores(cls_logits, classification)
     results = []
+    prefilter = cfg.score_thresh >= PREFILTER_MIN_THRESH
     for img_scores, img_deltas in zip(scores, box_deltas):
-        anchor_idx, labels, cand_scores = select_candidates(img_scores, cfg.score_thresh, cfg.topk_candidates)
+        if prefilter:  # real-time thresholds: only anchors with some passing class enter the per-class pass
+            rows = (img_scores.amax(dim=1) > cfg.score_thresh).nonzero().squeeze(1)
+            sub_idx, labels, cand_scores = select_candidates(img_scores[rows], cfg.score_thresh, cfg.topk_candidates)
+            anchor_idx = rows[sub_idx]
+        else:
+            anchor_idx, labels, cand_scores = select_candidates(img_scores, cfg.score_thresh, cfg.topk_candidates)
         boxes = decode(img_deltas[anchor_idx], anchors[anchor_idx], box_weights)
         boxes = clip_boxes_to_image(boxes, (h, w))
         # Logit columns (label + 1) as NMS groups: the same offsets as torchvision's batched_nms call.

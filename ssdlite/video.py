@@ -690,7 +690,7 @@ def run_detection(
                         dets = detector([frame.image], color="bgr")[0]
                     else:
                         dets = detector([cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)])[0]
-                except (ValueError, RuntimeError, cv2.error) as e:
+                except Exception as e:  # noqa: BLE001 - any back end's error (e.g. onnxruntime's): skip the frame
                     problem = f"made the detector fail: {e}"
                 t1 = time.perf_counter()
             if problem is not None:

@@ -191,10 +191,6 @@ class _BackendFailure(Exception):
     """Stands for onnxruntime's InvalidArgument / Fail, which derive from Exception only."""
 
 
-@pytest.mark.xfail(strict=True, reason="ssdlite/video.py run_detection catches only (ValueError, RuntimeError, "
-                   "cv2.error) around the detector call; onnxruntime raises its own Exception subclasses "
-                   "(InvalidArgument, Fail, ...), which end the whole run: catch Exception there (or have "
-                   "OnnxRunner._run wrap ORT errors in RuntimeError)")
 @pytest.mark.fault("back end raises a non-ValueError on one frame (e.g. onnxruntime InvalidArgument)",
                    "the webcam loop logs that frame and goes on")
 def test_webcam_loop_survives_backend_exception(detector) -> None:
