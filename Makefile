@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/python -m ssdlite backbones
+	$(BIN)/python tools/demo.py
 
 test: setup
 	$(BIN)/python -m pytest -n 2 --durations=15 -q

@@ -10,7 +10,7 @@ from torch import nn
 
 from ssdlite.config import TrainConfig
 
-__all__ = ["build_optimizer", "lr_factor", "build_scheduler", "ModelEMA", "scaled_lr"]
+__all__ = ["build_optimizer", "lr_factor", "WarmupCosine", "build_scheduler", "set_time_progress", "ModelEMA", "scaled_lr"]
 
 
 def scaled_lr(t: TrainConfig, world_size: int) -> float:
@@ -31,18 +31,43 @@ def build_optimizer(model: nn.Module, t: TrainConfig, world_size: int = 1) -> to
     return torch.optim.SGD(groups, lr=scaled_lr(t, world_size), momentum=t.momentum, nesterov=False)
 
 
-def lr_factor(step: int, total_steps: int, warmup_steps: int, warmup_start: float = 0.001) -> float:
-    """Linear warm-up from ``warmup_start`` to 1 over ``warmup_steps``, then cosine to 0 at ``total_steps``."""
+def lr_factor(step: int, total_steps: int, warmup_steps: int, warmup_start: float = 0.001, min_progress: float = 0.0) -> float:
+    """Linear warm-up from ``warmup_start`` to 1 over ``warmup_steps``, then cosine to 0 at ``total_steps``.
+
+    ``min_progress`` in [0, 1] moves the cosine at least that far (a time budget that will end the
+    run before ``total_steps``: the cosine then follows the fraction of the budget used).
+    """
     if warmup_steps > 0 and step < warmup_steps:
         return warmup_start + (1.0 - warmup_start) * step / warmup_steps
     span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
+    progress = max(min(1.0, (step - warmup_steps) / span), min(1.0, max(0.0, min_progress)))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+class WarmupCosine:
+    """The LR factor of :func:`lr_factor` as a callable object, so ``LambdaLR.state_dict()`` saves its
+    fields (``min_progress`` included) and a resumed run restores them."""
+
+    def __init__(self, total_steps: int, warmup_steps: int, warmup_start: float = 0.001) -> None:
+        self.total_steps, self.warmup_steps, self.warmup_start = int(total_steps), int(warmup_steps), float(warmup_start)
+        self.min_progress = 0.0
+
+    def __call__(self, step: int) -> float:
+        return lr_factor(step, self.total_steps, self.warmup_steps, self.warmup_start, self.min_progress)
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step schedule (its state is the step count, so resuming restores it exactly)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup_steps))
+    """Per-step schedule (its state is the step count and :class:`WarmupCosine`'s fields, so resuming
+    restores it exactly)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(total_steps, warmup_steps))
+
+
+def set_time_progress(scheduler: torch.optim.lr_scheduler.LambdaLR, progress: float) -> None:
+    """Let the cosine of a :func:`build_scheduler` schedule follow ``progress`` (fraction of a time
+    budget used, 0..1) when that is ahead of the step count; takes effect at the next ``step()``."""
+    for fn in scheduler.lr_lambdas:
+        if isinstance(fn, WarmupCosine):
+            fn.min_progress = max(fn.min_progress, min(1.0, float(progress)))
 
 
 class ModelEMA:
