@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_distributed", "is_main", "world_size", "rank", "all_gather_list", "barrier", "cleanup", "broadcast_flag"]
+__all__ = ["init_distributed", "is_main", "world_size", "rank", "all_gather_list", "barrier", "cleanup", "broadcast_flag", "all_reduce_max"]
 
 
 def init_distributed(device: str) -> bool:
@@ -56,6 +56,17 @@ def broadcast_flag(flag: bool) -> bool:
     t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
+
+
+def all_reduce_max(values: list[float]) -> list[float]:
+    """Element-wise maximum over ranks (float64), the same list on every rank; ``values`` itself
+    when not distributed. One collective for several per-step decisions (elapsed time, stop flags)."""
+    if not dist.is_initialized():
+        return [float(v) for v in values]
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [float(v) for v in t.tolist()]
 
 
 def cleanup() -> None:

@@ -353,8 +353,11 @@ class Trainer:
                             "train.warmup_epochs, or set train.clip_grad_norm), or the data has broken boxes "
                             "(run `ssdlite check-data`). No checkpoint with NaN weights was written."
                         )
+                # one collective: a stop signal on any rank, and the slowest rank's elapsed time, so that
+                # every rank sets the same learning rate and stops at the same step
+                signal, elapsed = dist.all_reduce_max([float(self._stop_signal is not None), time.monotonic() - start])
                 if t.time_budget_s > 0:  # the cosine follows the budget when it ends the run before the last epoch
-                    set_time_progress(self.scheduler, (time.monotonic() - start) / t.time_budget_s)
+                    set_time_progress(self.scheduler, elapsed / t.time_budget_s)
                 self.scheduler.step()
                 self.step += 1
                 self.epoch_step += 1
@@ -365,9 +368,9 @@ class Trainer:
                     bar.update(1)
                 if self.progress and self.step % 20 == 0:
                     self.logger.scalars({"train/loss": float(loss), "train/lr": self.scheduler.get_last_lr()[0]}, self.step)
-                if dist.broadcast_flag(self._stop_signal is not None):
+                if signal:
                     return "SIGTERM"
-                if t.time_budget_s > 0 and dist.broadcast_flag(time.monotonic() - start >= t.time_budget_s):
+                if t.time_budget_s > 0 and elapsed >= t.time_budget_s:
                     return "time budget"
         finally:
             if bar is not None:
