@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_distributed", "is_main", "world_size", "rank", "all_gather_list", "barrier", "cleanup", "broadcast_flag", "all_reduce_max"]
+__all__ = ["init_distributed", "is_main", "world_size", "rank", "all_gather_list", "barrier", "cleanup", "broadcast_flag", "all_reduce_max", "broadcast_buffers"]
 
 
 def init_distributed(device: str) -> bool:
@@ -67,6 +67,18 @@ def all_reduce_max(values: list[float]) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return [float(v) for v in t.tolist()]
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) to every rank. DDP broadcasts
+    them at the start of each forward, but the forward then updates each rank's copy with its own
+    batch: after the last step the ranks' statistics differ, and an evaluation sharded over ranks
+    would not score the weights that rank 0 saves."""
+    if not dist.is_initialized():
+        return
+    for buf in module.buffers():
+        if buf.is_floating_point() or buf.dtype in (torch.int64, torch.int32):
+            dist.broadcast(buf.data, src=src)
 
 
 def cleanup() -> None:

@@ -392,6 +392,10 @@ class Trainer:
         from ssdlite.coco_eval import STAT_NAMES
         from ssdlite.engine.evaluate import evaluate_detector
 
+        if self.distributed:  # every rank scores rank 0's statistics: the weights that rank 0 saves
+            dist.broadcast_buffers(self.model)
+            if self.ema:
+                dist.broadcast_buffers(self.ema.module)
         result = evaluate_detector(
             self.detector(),
             self.cfg.data.val.images,
