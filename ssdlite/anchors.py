@@ -11,7 +11,7 @@ Two layouts (``AnchorConfig.layout``), both with scales linear from ``min_ratio`
 ``"paper"``
     The TF Object Detection API ``ssd_anchor_generator`` (``create_ssd_anchors`` with
     ``reduce_boxes_in_lowest_layer=True``) of the MobileNetV2/V3 papers' SSDLite configs.
-    Lowest map: ``(0.1, 1)`` then ``(s_0, r)``, ``(s_0, 1/r)`` for ``r`` in
+    Lowest map: ``(lowest_scale, 1)`` (TF: 0.1) then ``(s_0, r)``, ``(s_0, 1/r)`` for ``r`` in
     ``aspect_ratios[0]`` (3 boxes with the default ``(2,)``). Other maps: ``(s_k, 1)``, then
     ``(s_k, r)``, ``(s_k, 1/r)`` for each ``r``, then ``(sqrt(s_k s_k+1), 1)`` (6 boxes with
     ``(2, 3)``). A ``(scale, ratio)`` box has ``w = scale sqrt(ratio) * base_w`` and
@@ -37,8 +37,6 @@ from torch import Tensor
 from ssdlite.config import AnchorConfig
 
 __all__ = ["AnchorGenerator", "linear_scales"]
-
-_LOWEST_LAYER_SCALE = 0.1  # TF create_ssd_anchors: the extra small box of the lowest layer
 
 
 def linear_scales(num_maps: int, min_ratio: float, max_ratio: float) -> list[float]:
@@ -100,7 +98,7 @@ class AnchorGenerator:
         for k, ratios in enumerate(self.cfg.aspect_ratios):
             s_k, s_next = self.scales[k], self.scales[k + 1]
             if k == 0:
-                layer = [(_LOWEST_LAYER_SCALE, 1.0)]
+                layer = [(self.cfg.lowest_scale, 1.0)]  # TF create_ssd_anchors: 0.1
                 for r in ratios:
                     layer += [(s_k, r), (s_k, 1.0 / r)]
             else:

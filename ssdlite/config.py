@@ -105,6 +105,9 @@ class AnchorConfig:
     layout: str = "paper"
     min_ratio: float = 0.2
     max_ratio: float = 0.95
+    # "paper": the scale of the extra ratio-1 box of the lowest map (TF create_ssd_anchors: 0.1).
+    # Lower it for datasets of many small objects (e.g. 0.05 = 16 px at 320, one stride-16 cell).
+    lowest_scale: float = 0.1
     # Per feature map; r means the pair r and 1/r. "paper": the lowest map has (0.1, ratio 1) plus
     # scale_0 with these ratios (TF reduce_boxes_in_lowest_layer); other maps have ratio 1, these
     # ratios and the interpolated scale sqrt(s_k * s_k+1). "torchvision": DefaultBoxGenerator's rule.
@@ -170,6 +173,7 @@ class TrainConfig:
     batch_size: int = 24  # per process
     lr: float = 0.15  # for the reference total batch below; scaled linearly by the real total batch
     reference_batch: int = 192
+    optimizer: str = "sgd"  # "sgd" (momentum) or "adamw" (betas (momentum, 0.999))
     momentum: float = 0.9
     weight_decay: float = 4e-5
     norm_weight_decay: float = 0.0  # BN weights and all biases
@@ -205,6 +209,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "preprocess.resize": ("stretch", "letterbox"),
     "loss.classification": ("softmax", "focal"),
     "data.augment": ("ssdlite", "ssd", "none"),
+    "train.optimizer": ("sgd", "adamw"),
 }
 
 
@@ -237,6 +242,7 @@ def _check_values(cfg: Config) -> None:
     n_maps = 2 + len(m.extra_channels)
     need(len(m.anchors.aspect_ratios) == n_maps, "model.anchors.aspect_ratios", f"one list per feature map ({n_maps})")
     need(0 < m.anchors.min_ratio < m.anchors.max_ratio <= 1.5, "model.anchors.min_ratio", "0 < min_ratio < max_ratio")
+    need(0 < m.anchors.lowest_scale <= 1.0, "model.anchors.lowest_scale", "0 < lowest_scale <= 1")
     need(all(s > 0 for s in cfg.preprocess.std), "preprocess.std", "> 0")
     need(0 <= p.score_thresh <= 1, "postprocess.score_thresh", "in [0, 1]")
     need(0 < p.nms_thresh <= 1, "postprocess.nms_thresh", "in (0, 1]")

@@ -108,6 +108,17 @@ def test_paper_layout_default_config_first_boxes():
     torch.testing.assert_close(got[1200:1206], torch.tensor(exp), rtol=0, atol=1e-4)
 
 
+def test_paper_layout_lowest_scale_changes_only_the_extra_lowest_box():
+    base = AnchorGenerator(AnchorConfig())((320, 320), SSDLITE320_MAPS)
+    small = AnchorGenerator(AnchorConfig(lowest_scale=0.05))((320, 320), SSDLITE320_MAPS)
+    first = torch.arange(0, 1200, 3)  # the (lowest_scale, 1) box of each of the 20x20 locations
+    torch.testing.assert_close(small[0], torch.tensor(box(8, 8, 16, 16)), rtol=0, atol=1e-4)
+    torch.testing.assert_close(small[first, 2:] - small[first, :2], torch.full((400, 2), 16.0), rtol=0, atol=1e-4)
+    others = torch.ones(len(base), dtype=torch.bool)
+    others[first] = False
+    assert torch.equal(small[others], base[others])
+
+
 def test_paper_layout_non_square_input_keeps_ratio_one_boxes_square():
     # TF MultipleGridAnchorGenerator normalizes the base size by min(H, W): square in pixels.
     gen = AnchorGenerator(AnchorConfig(layout="paper", **TINY))

@@ -49,6 +49,7 @@ def test_unknown_override_key():
         ("model.input_size=[320]", "model.input_size must be a list of 2 values"),
         ("model.class_names=[a, b]", "model.class_names"),
         ("data.augment=heavy", "choose one of ['ssdlite', 'ssd', 'none']"),
+        ("model.anchors.lowest_scale=0", "model.anchors.lowest_scale=0"),
     ],
 )
 def test_bad_values_name_key_and_rule(override, fragment):
@@ -79,3 +80,16 @@ def test_config_is_frozen():
     cfg = Config()
     with pytest.raises(Exception):
         cfg.train.lr = 1.0  # type: ignore[misc]
+
+
+def test_coco_tiny80_config_points_at_the_shared_data():
+    from conftest import REPO_ROOT
+
+    shared = REPO_ROOT.parent / "shared" / "data"
+    cfg = load_config(REPO_ROOT / "configs" / "coco_tiny80_memorize.yaml")
+    assert cfg.model.num_classes == 80 and cfg.data.augment == "none" and from_dict(to_dict(cfg)) == cfg
+    if not shared.is_dir():
+        pytest.skip(f"{shared} is absent (a user's clone): the config's data paths cannot be checked")
+    for split in (cfg.data.train, cfg.data.val):  # relative to the repository root, as the README runs it
+        assert (REPO_ROOT / split.images).resolve() == (shared / "coco_tiny80" / "train2017").resolve()
+        assert (REPO_ROOT / split.annotations).is_file()

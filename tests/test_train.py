@@ -45,9 +45,10 @@ def _weights(path: Path) -> dict:
     return load_checkpoint(path)["model"]
 
 
-def test_resume_after_interruption_gives_identical_weights(shapes, tmp_path):
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_resume_after_interruption_gives_identical_weights(shapes, tmp_path, optimizer):
     torch.set_num_threads(1)
-    cfg = from_dict({}, _overrides(shapes))
+    cfg = from_dict({}, _overrides(shapes, optimizer=optimizer, **({"lr": 0.002, "weight_decay": 0.05} if optimizer == "adamw" else {})))
     full = Trainer(cfg, tmp_path / "full", progress=False)
     full.fit()
 
@@ -63,6 +64,8 @@ def test_resume_after_interruption_gives_identical_weights(shapes, tmp_path):
         return criterion(*a, **k)
 
     part.criterion = counting
+    assert type(part.optimizer).__name__ == {"sgd": "SGD", "adamw": "AdamW"}[optimizer]
+    assert [g["weight_decay"] for g in part.optimizer.param_groups] == [cfg.train.weight_decay, cfg.train.norm_weight_decay]
     part.fit()
     state = load_checkpoint(tmp_path / "part" / "last.pt")
     assert (state["epoch"], state["epoch_step"], state["step"]) == (1, 1, 4)

@@ -18,8 +18,10 @@ def scaled_lr(t: TrainConfig, world_size: int) -> float:
     return t.lr * (t.batch_size * world_size) / t.reference_batch
 
 
-def build_optimizer(model: nn.Module, t: TrainConfig, world_size: int = 1) -> torch.optim.SGD:
-    """SGD with momentum; ``t.weight_decay`` on conv/linear weights, ``t.norm_weight_decay`` on BN and biases."""
+def build_optimizer(model: nn.Module, t: TrainConfig, world_size: int = 1) -> torch.optim.Optimizer:
+    """``t.optimizer``: SGD with momentum ``t.momentum`` (the papers'), or AdamW (betas
+    ``(t.momentum, 0.999)``); ``t.weight_decay`` on conv/linear weights, ``t.norm_weight_decay`` on
+    BN and biases (AdamW's decay is decoupled: use e.g. 0.05 there, not SGD's 4e-5)."""
     decay, no_decay = [], []
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
@@ -28,6 +30,8 @@ def build_optimizer(model: nn.Module, t: TrainConfig, world_size: int = 1) -> to
             is_norm = isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm))
             (no_decay if is_norm or name == "bias" else decay).append(p)
     groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": t.norm_weight_decay}]
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=scaled_lr(t, world_size), betas=(t.momentum, 0.999))
     return torch.optim.SGD(groups, lr=scaled_lr(t, world_size), momentum=t.momentum, nesterov=False)
 
 
