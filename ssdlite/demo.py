@@ -7,7 +7,10 @@ summary:
    ``OUT/data`` (kept and reused when a previous run wrote the same one);
 2. trains ``configs/shapes_demo.yaml`` with :class:`ssdlite.engine.trainer.Trainer` for the
    config's time budget (``train.time_budget_s``; the learning rate follows the budget), which
-   writes ``last.pt``, ``best.pt``, ``metrics.jsonl`` and the loss / lr / mAP plots to ``OUT``;
+   writes ``last.pt``, ``best.pt``, ``metrics.jsonl`` and the loss / lr / mAP plots to ``OUT``.
+   With ``processes > 1`` (default: 2 on a multi-core CPU) it trains with DDP over gloo, the
+   config's ``train.batch_size`` per process: on 2 cores two one-thread processes see 1.2x the
+   images per second of one two-thread process (small depthwise ops scale badly across threads);
 3. evaluates on the val split (separate generated images) with the COCO metrics and writes
    ``OUT/metrics.json`` (the 12 stats and per-class APs), ``OUT/pr_curves.png`` and annotated
    val images ``OUT/val_images/*.jpg`` (detections in class colours, ground truth in thin white);
@@ -201,6 +204,80 @@ def _detect_video(onnx_path: Path, video: Path, save: Path, json_path: Path, thr
     return (float(m.group(1)) if m else None), output
 
 
+# ----------------------------------------------------------------------------- training
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: SIGTERM this process when its parent dies (the trainer then saves ``last.pt`` and
+    exits), so that a killed demo leaves no training process behind."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # another libc: no parent-death signal, nothing else changes
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _train_worker(rank: int, world: int, port: int, cfg: Any, out: str, threads: int, progress: bool, parent_pid: int) -> None:
+    """One DDP training process (``torch.multiprocessing.spawn`` target): what torchrun would set up."""
+    import torch
+
+    _die_with_parent(parent_pid)
+
+    from ssdlite.engine import distributed as dist
+    from ssdlite.engine.trainer import Trainer
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(threads)
+    try:
+        Trainer(cfg, out, device="cpu", progress=progress and rank == 0).fit()
+    finally:
+        dist.cleanup()
+
+
+def train_demo_model(cfg: Any, out_dir: str | os.PathLike, processes: int = 1, threads: int = 1, progress: bool = True
+                     ) -> tuple[int, int, Any]:
+    """Train ``cfg`` into ``out_dir`` with :class:`~ssdlite.engine.trainer.Trainer`, in this process
+    (``processes == 1``, ``threads`` torch threads) or in ``processes`` DDP processes over gloo
+    (``threads`` each; ``train.batch_size`` is per process).
+
+    Returns ``(steps, images seen, EvalResult of the final evaluation of the last weights or None)``;
+    the result is None with several processes (its stats are in ``metrics.jsonl``).
+    """
+    import torch
+
+    from ssdlite.engine.trainer import Trainer
+
+    if processes <= 1:
+        torch.set_num_threads(threads)
+        trainer = Trainer(cfg, out_dir, device="cpu", progress=progress)
+        trainer.fit()
+        return trainer.step, trainer.step * cfg.train.batch_size, trainer.last_eval
+    import torch.multiprocessing as mp
+
+    try:
+        mp.spawn(_train_worker, args=(processes, _free_port(), cfg, str(out_dir), threads, progress, os.getpid()), nprocs=processes, join=True)
+    except mp.ProcessRaisedException as e:  # the child's traceback is in the message; keep its last line
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise RuntimeError(f"a training process failed: {last}") from e
+    rows = [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    steps = int(rows[-1]["step"]) if rows else 0
+    return steps, steps * cfg.train.batch_size * processes, None
+
+
 # ----------------------------------------------------------------------------- the demo
 
 
@@ -213,6 +290,7 @@ def run_demo(
     time_budget_s: float | None = None,
     seed: int = 0,
     threads: int | None = None,
+    processes: int | None = None,
     data_workers: int | None = None,
     video_frames: int = 150,
     val_images: int = 12,
@@ -228,7 +306,9 @@ def run_demo(
         num_train, num_val: images of the generated dataset.
         time_budget_s: training seconds (default: the config's ``train.time_budget_s``).
         seed: dataset seed (the val split has its own random streams).
-        threads: PyTorch / ONNX Runtime threads (default: all cores).
+        threads: CPU threads in all (default: all cores).
+        processes: training processes (DDP over gloo, ``threads // processes`` threads each; the
+            config's batch size is per process); default 2 when there are 2 or more threads, else 1.
         data_workers: processes for the dataset generation (default: all cores).
         video_frames: frames of the generated video (0 skips the video step).
         val_images: annotated val images to write.
@@ -247,6 +327,9 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     cores = os.cpu_count() or 1
     threads = threads or cores
+    processes = processes or (2 if threads >= 2 else 1)
+    if processes < 1 or processes > threads:
+        raise ValueError(f"processes must be between 1 and threads={threads}, got {processes}")
     torch.set_num_threads(threads)
     summary = DemoSummary(out_dir=str(out))
     t_all = time.perf_counter()
@@ -278,23 +361,23 @@ def run_demo(
     cfg = load_config(config, sets)
     print(f"demo: training {config.name} ({cfg.model.backbone.name} x{cfg.model.backbone.width_mult}, input "
           f"{cfg.model.input_size[0]}x{cfg.model.input_size[1]}) for {cfg.train.time_budget_s:.0f} s "
-          f"on {threads} threads ...", flush=True)
-    from ssdlite.engine.trainer import Trainer
-
-    trainer = Trainer(cfg, out, device="cpu", progress=progress)
-    trainer.fit()
-    summary.train_steps = trainer.step
-    summary.train_images_seen = trainer.step * cfg.train.batch_size
-    summary.checkpoint = str(out / ("best.pt" if (out / "best.pt").exists() else "last.pt"))
+          f"on {threads} threads" + (f" ({processes} processes, DDP)" if processes > 1 else "") + " ...", flush=True)
+    summary.train_steps, summary.train_images_seen, result = train_demo_model(cfg, out, processes, max(1, threads // processes), progress)
+    torch.set_num_threads(threads)
+    # the final weights (the learning rate has annealed to 0), not best.pt: a pick by val AP would
+    # make the val numbers optimistic
+    summary.checkpoint = str(out / "last.pt")
     summary.seconds["train"] = time.perf_counter() - t0
 
-    # 3. evaluate (reuse the trainer's final evaluation of these same weights when there is one)
+    # 3. evaluate (reuse the trainer's final evaluation of these weights when it ran in this process)
     t0 = time.perf_counter()
-    result = trainer.last_eval
+    from ssdlite.detector import Detector
+
+    detector = Detector.from_checkpoint(summary.checkpoint, threads=threads)
     if result is None:
         from ssdlite.engine.evaluate import evaluate_detector
 
-        result = evaluate_detector(trainer.detector(), cfg.data.val.images, cfg.data.val.annotations, progress=progress)
+        result = evaluate_detector(detector, cfg.data.val.images, cfg.data.val.annotations, batch_size=16, progress=progress)
     from ssdlite.coco_eval import format_per_class, format_summary, plot_pr_curves
 
     (out / "metrics.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
@@ -303,7 +386,7 @@ def run_demo(
     print(format_per_class(result))
     summary.stats = {k: float(v) for k, v in result.stats_dict.items()}
     summary.per_class = {k: float(v) for k, v in result.per_class.items()}
-    draw_val_images(trainer.detector(), cfg.data.val.images, cfg.data.val.annotations, out / "val_images", count=val_images)
+    draw_val_images(detector, cfg.data.val.images, cfg.data.val.annotations, out / "val_images", count=val_images)
     summary.seconds["eval"] = time.perf_counter() - t0
 
     # 4. ONNX export and detection on a generated video, in its own process (its own thread pools)
@@ -317,7 +400,7 @@ def run_demo(
             t0 = time.perf_counter()
             from ssdlite.data.synthetic import SHAPES
 
-            shapes = [c for c in trainer.cfg.model.class_names if c in SHAPES] or None
+            shapes = [c for c in detector.class_names if c in SHAPES] or None
             video = make_shapes_video(out / "shapes.mp4", frames=video_frames, size=cfg.model.input_size[1], seed=seed + 1,
                                       classes=shapes)
             summary.video = str(video)

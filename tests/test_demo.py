@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import cv2
 import numpy as np
@@ -89,3 +90,55 @@ def test_run_demo_tiny_end_to_end(tmp_path, capsys):
              data_workers=0, export=False, val_images=1, progress=False)
     assert (out / "data" / "annotations" / "instances_train.json").stat().st_mtime_ns == before
     assert "reusing the dataset" in capsys.readouterr().out
+
+
+def test_run_demo_trains_with_two_ddp_processes(tmp_path):
+    out = tmp_path / "ddp"
+    summary = run_demo(out, overrides=["train.batch_size=2", "train.workers=0", "train.epochs=1"], num_train=8, num_val=4,
+                       time_budget_s=60, threads=2, processes=2, data_workers=0, export=False, val_images=1, progress=False)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    # 8 images, 2 per process and step, 2 processes: 2 steps, 8 images seen, evaluated once
+    assert summary.train_steps == 2 and summary.train_images_seen == 8
+    assert rows[-1]["step"] == 2 and "AP" in rows[-1] and summary.stats["AP"] == pytest.approx(rows[-1]["AP"])
+    assert (out / "last.pt").is_file() and (out / "metrics.json").is_file()
+
+
+def test_training_process_gets_sigterm_when_the_demo_dies(tmp_path):
+    # parent -> child; the child asks for the parent-death signal, the parent is killed, the child
+    # must see SIGTERM (the trainer's cue to save last.pt and exit)
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    flag = tmp_path / "sigterm_seen"
+    child = (
+        "import os, signal, sys, time\n"
+        "from ssdlite.demo import _die_with_parent\n"
+        f"signal.signal(signal.SIGTERM, lambda *a: (open({str(flag)!r}, 'w').close(), sys.exit(0)))\n"
+        "_die_with_parent(int(sys.argv[1]))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = (
+        "import os, subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {child!r}, str(os.getpid())], stdout=subprocess.PIPE, text=True)\n"
+        "p.stdout.readline()\n"
+        "print(p.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, text=True)
+    try:
+        child_pid = int(proc.stdout.readline())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while not flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert flag.exists(), "the orphaned training process did not get SIGTERM"
+    finally:
+        proc.kill()
+        try:
+            os.kill(child_pid, signal.SIGKILL)
+        except (ProcessLookupError, NameError, UnboundLocalError):
+            pass

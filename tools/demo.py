@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--time-budget", type=float, default=None, help="training seconds (default: the config's train.time_budget_s)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="training processes (DDP over gloo; default: 2 with 2 or more threads, else 1)")
     parser.add_argument("--video-frames", type=int, default=150, help="frames of the generated video (default: 150; 0 skips it)")
     parser.add_argument("--no-export", action="store_true", help="skip the ONNX export and the video detection")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -49,6 +51,7 @@ def main(args: argparse.Namespace) -> int:
         time_budget_s=args.time_budget,
         seed=args.seed,
         threads=args.threads,
+        processes=args.processes,
         video_frames=args.video_frames,
         export=not args.no_export,
         progress=not args.no_progress,
