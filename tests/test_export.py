@@ -13,7 +13,7 @@ import pytest
 from conftest import PAPER_CONFIGS
 from ssdlite._paths import REPO_ROOT
 from ssdlite.anchors import AnchorGenerator
-from ssdlite.bench.latency import lively_random_model
+from ssdlite.bench.lively import lively_random_model
 from ssdlite.checkpoint import save_checkpoint
 from ssdlite.config import class_names_of, load_config, to_dict
 from ssdlite.detector import preprocess
