@@ -57,12 +57,12 @@ def seed_worker(worker_id: int) -> None:
 
     Torch gives each worker the seed ``base_seed + worker_id`` (base drawn from the loader's
     generator), so workers differ from each other and runs with the same generator seed repeat.
-    OpenCV is limited to one thread per worker (the workers are the parallelism).
+    OpenCV runs one thread per worker: :func:`build_loader` sets that before the workers fork
+    (calling ``cv2.setNumThreads`` in a forked worker can deadlock).
     """
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
-    cv2.setNumThreads(1)
     info = get_worker_info()
     if info is None:
         return
@@ -96,6 +96,11 @@ def build_loader(
     generator.manual_seed(seed)
     kwargs: dict[str, Any] = {}
     if workers > 0:
+        # OpenCV's thread pool does not survive fork: a worker that touches it (even
+        # cv2.setNumThreads) can hang forever on a lock copied from this process. One thread here
+        # shuts the pool down before the workers fork, and they inherit the setting (the workers
+        # are the parallelism; the training process does not decode).
+        cv2.setNumThreads(1)
         kwargs["persistent_workers"] = True if persistent_workers is None else persistent_workers
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
