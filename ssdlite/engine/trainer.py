@@ -364,10 +364,10 @@ class Trainer:
                 seen += images.shape[0] * self.world
                 if bar is not None:
                     rate = seen / max(1e-9, time.monotonic() - t0)
-                    bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.4g}", ips=f"{rate:.1f}")
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.4g}", ips=f"{rate:.1f}")
                     bar.update(1)
                 if self.progress and self.step % 20 == 0:
-                    self.logger.scalars({"train/loss": float(loss), "train/lr": self.scheduler.get_last_lr()[0]}, self.step)
+                    self.logger.scalars({"train/loss": float(loss.detach()), "train/lr": self.scheduler.get_last_lr()[0]}, self.step)
                 if signal:
                     return "SIGTERM"
                 if t.time_budget_s > 0 and elapsed >= t.time_budget_s:
