@@ -203,8 +203,6 @@ def _sparse_image(
     ``logits`` (A, C + 1), ``deltas`` (A, 4) float32. Same selection, order, scores and NMS as the
     torch path (boxes can differ in the last float32 bit: NumPy's ``exp``).
     """
-    if classification not in ("softmax", "focal"):
-        raise ValueError(f"classification={classification!r} is not allowed; choose 'softmax' or 'focal'")
     t = float(cfg.score_thresh)
     bound = math.log(t / (1.0 - t)) - _BOUND_SLACK if t < 1.0 else math.inf
     fg_max = torch.from_numpy(logits)[:, 1:].amax(dim=1).numpy()  # torch's row max is faster than NumPy's here
