@@ -1,8 +1,9 @@
 """Pieces shared by every MobileNet family: channel rounding, tap declarations, the network shell.
 
 A family module (``mobilenet_v1.py`` ...) holds its layer table as tuples and one builder that
-walks the table into ``features`` (an ``nn.Sequential``) and declares its two SSDLite taps as
-:class:`Tap` records. :class:`MobileNet` then either returns the tap maps (detection feature
+walks the table into ``features`` (an ``nn.Sequential``) and declares its SSDLite taps as
+:class:`Tap` records: the papers' two (strides 16 and 32) and a stride-8 one, used only when a
+model asks for the small-object map (``MobileNet.select_taps((8, 16, 32))``). :class:`MobileNet` then either returns the tap maps (detection feature
 extractor, ``features`` cut right after the last tap, no classifier) or ImageNet logits.
 """
 
@@ -49,6 +50,9 @@ def check_images(x: Tensor) -> None:
         raise ValueError(f"expected a 4-D image batch (N, 3, H, W), got {shape}")
 
 
+DEFAULT_STRIDES = (16, 32)  # the papers' SSDLite taps; a family may also declare a stride-8 tap
+
+
 @dataclass(frozen=True)
 class Tap:
     """One SSDLite feature tap, declared by the family's table.
@@ -88,7 +92,7 @@ class MobileNet(nn.Module):
     """A MobileNet as ``features`` + declared taps (+ pooling and ``classifier`` when classifying).
 
     Feature extractor (``classifier is None``): ``features`` ends at the last tap and
-    ``forward(images) -> [tap_16, tap_32]``, each ``(N, out_channels[i], ceil(H / strides[i]), ceil(W / strides[i]))``.
+    ``forward(images) -> [tap_16, tap_32]`` (``[tap_8, tap_16, tap_32]`` after ``select_taps((8, 16, 32))``), each ``(N, out_channels[i], ceil(H / strides[i]), ceil(W / strides[i]))``.
     Classifier: ``forward(images) -> logits (N, num_classes)``; ``forward_taps`` still gives the taps.
     Module names follow torchvision's ``mobilenet_v2`` / ``mobilenet_v3_*`` so their state dicts load as is.
     """
@@ -97,17 +101,14 @@ class MobileNet(nn.Module):
         super().__init__()
         if not taps:
             raise ValueError("a MobileNet needs at least one tap")
-        last = taps[-1].layer
+        last = max(t.layer for t in taps)
         if classifier is None:
             # the detection extractor: nothing after the last tap exists
             features = nn.Sequential(*list(features)[: last + 1])
         self.features = features
-        self.taps = tuple(taps)
-        self.out_channels = [t.channels for t in taps]
-        self.strides = [t.stride for t in taps]
-        self._points: list[str | None] = [None] * (last + 1)
-        for t in taps:
-            self._points[t.layer] = t.point
+        self.available_taps = tuple(sorted(taps, key=lambda t: t.stride))
+        default = tuple(t.stride for t in self.available_taps if t.stride in DEFAULT_STRIDES)
+        self.select_taps(default or tuple(t.stride for t in self.available_taps))
         if classifier is not None:
             self.avgpool = nn.AdaptiveAvgPool2d(1)
             self.classifier = classifier
@@ -115,11 +116,26 @@ class MobileNet(nn.Module):
             self.classifier = None
         init_weights(self)
 
+    def select_taps(self, strides: Sequence[int]) -> None:
+        """Return the maps of these declared strides from now on (default: 16 and 32; ``(8, 16, 32)``
+        adds the stride-8 map of the small-object head). Raises ``ValueError`` for an undeclared stride."""
+        by_stride = {t.stride: t for t in self.available_taps}
+        missing = [s for s in strides if s not in by_stride]
+        if missing:
+            raise ValueError(f"{type(self).__name__} declares taps at strides {sorted(by_stride)}, not {missing}")
+        self.taps = tuple(by_stride[s] for s in sorted(strides))
+        self.out_channels = [t.channels for t in self.taps]
+        self.strides = [t.stride for t in self.taps]
+        self._points: list[str | None] = [None] * len(self.features)
+        for t in self.taps:
+            self._points[t.layer] = t.point
+
     def forward_taps(self, images: Tensor) -> list[Tensor]:
-        """The tap maps of ``images (N, 3, H, W)``, in declaration order (stride 16, then 32)."""
+        """The selected tap maps of ``images (N, 3, H, W)``, finest first (stride 16, then 32 by default)."""
         check_images(images)
         x, outs = images, []
-        for layer, point in zip(self.features, self._points):
+        last = self.taps[-1].layer
+        for layer, point in zip(list(self.features)[: last + 1], self._points):
             if point == "expansion":
                 x, expanded = layer.forward_with_expansion(x)
                 outs.append(expanded)

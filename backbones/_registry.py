@@ -72,13 +72,16 @@ def create(
     weights: str | Path | None = None,
     num_classes: int | None = None,
     norm_layer: NormLayer | None = None,
+    stride8: bool = False,
 ) -> nn.Module:
     """Build a backbone by name.
 
     ``num_classes=None``: the SSDLite feature extractor, ``forward(images (N, 3, H, W)) ->
     [(N, out_channels[0], H/16, W/16), (N, out_channels[1], H/32, W/32)]`` (sizes rounded up), with
     ``.out_channels`` and ``.strides == [16, 32]``. ``num_classes=int``: the whole classification
-    network, ``forward(images) -> logits (N, num_classes)``.
+    network, ``forward(images) -> logits (N, num_classes)``. ``stride8=True`` (feature extractor
+    only): a third map first, at stride 8 (the expansion output of the block that leaves stride 8;
+    conv5 for V1), for SSDLite's optional small-object map; ``.strides == [8, 16, 32]``.
 
     ``weights``: path of a state-dict file (torchvision ImageNet ``mobilenet_v2`` /
     ``mobilenet_v3_large`` / ``mobilenet_v3_small``, or one saved from these modules); a feature
@@ -90,7 +93,7 @@ def create(
         from backbones._timm import create_timm
 
         model = create_timm(name[len(TIMM_PREFIX) :], width_mult=width_mult, reduced_tail=reduced_tail,
-                            num_classes=num_classes, norm_layer=norm_layer)
+                            num_classes=num_classes, norm_layer=norm_layer, stride8=stride8)
     else:
         info = backbone_info(name)
         if reduced_tail and not info.reduced_tail:
@@ -99,8 +102,14 @@ def create(
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f"{name}: num_classes must be a positive int or None, got {num_classes!r}")
         model = info.builder(width_mult=width_mult, reduced_tail=reduced_tail, num_classes=num_classes, norm_layer=norm_layer)
+        if stride8 and num_classes is None:
+            if not hasattr(model, "select_taps"):
+                raise ValueError(f"backbone {name!r} has no select_taps(): it cannot give the stride-8 map (model.anchors.stride8_scales)")
+            model.select_taps((8, 16, 32))
+    if stride8 and num_classes is not None:
+        raise ValueError(f"{name}: stride8 applies to the feature extractor (num_classes=None) only")
     if num_classes is None:
-        _check_extractor(name, model)
+        _check_extractor(name, model, [8, 16, 32] if stride8 else [16, 32])
     if weights is not None:
         from backbones._weights import load_weights
 
@@ -113,12 +122,12 @@ def create(
     return model
 
 
-def _check_extractor(name: str, model: nn.Module) -> None:
+def _check_extractor(name: str, model: nn.Module, expected: list[int]) -> None:
     channels, strides = getattr(model, "out_channels", None), getattr(model, "strides", None)
     if not isinstance(channels, list) or not isinstance(strides, list) or len(channels) != len(strides):
         raise ValueError(f"backbone {name!r} must declare out_channels and strides as lists of equal length")
-    if strides != [16, 32]:
-        raise ValueError(f"backbone {name!r} declares strides {strides}; SSDLite taps are at strides [16, 32]")
+    if strides != expected:
+        raise ValueError(f"backbone {name!r} declares strides {strides}; SSDLite taps are at strides {expected}")
 
 
 def _describe(name: str, width_mult: float, reduced_tail: bool, num_classes: int | None) -> str:

@@ -27,7 +27,7 @@ def _import_timm():
 
 
 class TimmFeatures(nn.Module):
-    """timm ``features_only`` model returning the stride-16 and stride-32 maps.
+    """timm ``features_only`` model returning the stride-16 and stride-32 maps (stride 8 first when asked).
 
     ``forward(images (N, 3, H, W)) -> [(N, out_channels[0], H/16, W/16), (N, out_channels[1], H/32, W/32)]``.
     """
@@ -43,15 +43,15 @@ class TimmFeatures(nn.Module):
         return list(self.body(images))
 
 
-def _pick_levels(model_name: str, reductions: list[int], indices: list[int]) -> tuple[int, int]:
-    """Feature indices of the last level at reduction 16 and the last at reduction 32."""
+def _pick_levels(model_name: str, reductions: list[int], indices: list[int], strides: tuple[int, ...] = (16, 32)) -> tuple[int, ...]:
+    """Feature indices of the last level at each reduction of ``strides``."""
     chosen = []
-    for r in (16, 32):
+    for r in strides:
         at = [i for i, red in zip(indices, reductions) if red == r]
         if not at:
             raise ValueError(f"timm model {model_name!r} has no feature level at stride {r} (its strides: {reductions})")
         chosen.append(at[-1])
-    return chosen[0], chosen[1]
+    return tuple(chosen)
 
 
 def create_timm(
@@ -61,8 +61,9 @@ def create_timm(
     reduced_tail: bool = False,
     num_classes: int | None = None,
     norm_layer: NormLayer | None = None,
+    stride8: bool = False,
 ) -> nn.Module:
-    """A timm model: stride-16/32 feature extractor (``num_classes=None``) or the whole classifier."""
+    """A timm model: stride-16/32 (and 8 with ``stride8``) feature extractor (``num_classes=None``) or the whole classifier."""
     timm = _import_timm()
     if width_mult != 1.0 or reduced_tail:
         raise ValueError(f"timm:{model_name}: width_mult and reduced_tail do not apply; pick a timm variant instead")
@@ -77,5 +78,5 @@ def create_timm(
     if num_classes is not None:
         return make(num_classes=num_classes)
     info = make(features_only=True).feature_info
-    i16, i32 = _pick_levels(model_name, list(info.reduction()), list(info.out_indices))
-    return TimmFeatures(make(features_only=True, out_indices=(i16, i32)))
+    levels = _pick_levels(model_name, list(info.reduction()), list(info.out_indices), (8, 16, 32) if stride8 else (16, 32))
+    return TimmFeatures(make(features_only=True, out_indices=levels))

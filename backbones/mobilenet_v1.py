@@ -70,7 +70,7 @@ def mobilenet_v1(
         cout = make_divisible(c * width_mult)
         layers.append(_separable(cin, cout, s, norm_layer))
         cin, stride = cout, stride * s
-        if i in TAP_LAYERS:
+        if i in TAP_LAYERS or (stride == 8 and i < len(LAYERS) and LAYERS[i][0] == 2):  # + optional stride-8 map (conv5)
             taps.append(Tap(layer=i, point="out", channels=cout, stride=stride))
 
     classifier = None

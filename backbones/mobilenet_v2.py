@@ -86,7 +86,7 @@ def mobilenet_v2(
         for i in range(n):
             block_stride = s if i == 0 else 1
             block = InvertedResidual(cin, cout, block_stride, t, norm_layer)
-            if stage == TAP_STAGE and i == 0:
+            if (stage == TAP_STAGE and i == 0) or (stride == 8 and block_stride == 2):  # + optional stride-8 map
                 taps.append(Tap(layer=len(layers), point="expansion", channels=block.expanded_channels, stride=stride))
             layers.append(block)
             cin, stride = cout, stride * block_stride

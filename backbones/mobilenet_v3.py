@@ -133,7 +133,7 @@ def _build(
         expanded = make_divisible(cin * exp / cin_ref)  # = exp at alpha 1
         cout = make_divisible(out * width_mult)
         block = InvertedResidual(cin, expanded, cout, k, se, act, s, norm_layer)
-        if i == c4:
+        if i == c4 or (stride == 8 and s == 2):  # C4 (stride 16), and C3 for the optional stride-8 map
             taps.append(Tap(layer=len(layers), point="expansion", channels=expanded, stride=stride))
         layers.append(block)
         cin, cin_ref, stride = cout, out, stride * s

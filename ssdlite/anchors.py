@@ -19,6 +19,10 @@ Two layouts (``AnchorConfig.layout``), both with scales linear from ``min_ratio`
     ``MultipleGridAnchorGenerator``, ``base_w = min(H, W) / W`` and ``base_h = min(H, W) / H``
     (both 1 for a square input; a ratio-1 box stays square in pixels otherwise).
 
+With ``stride8_scales`` (not in the papers), a stride-8 map comes first with one ratio-1 box
+``(s, 1)`` per scale per location (both layouts), and ``aspect_ratios`` still describes the maps
+from stride 16 on, whose boxes do not change.
+
 Centers are ``((j + 0.5) / fw, (i + 0.5) / fh)``; with ``clip`` the normalized widths and
 heights are clamped to [0, 1] in (cx, cy, w, h) form (torchvision's rule; the centers are
 untouched). Order: per feature map, row-major over locations, the boxes of one location
@@ -73,6 +77,11 @@ class AnchorGenerator:
         self.scales = linear_scales(len(cfg.aspect_ratios), cfg.min_ratio, cfg.max_ratio)
         # Per map: list of (scale, ratio) box specs, or (w, h) pairs for torchvision.
         self._specs = self._paper_specs() if cfg.layout == "paper" else self._torchvision_specs()
+        if cfg.stride8_scales:
+            if any(not 0 < s <= 1 for s in cfg.stride8_scales):
+                raise ValueError(f"model.anchors.stride8_scales={list(cfg.stride8_scales)} must be in (0, 1]")
+            # (scale, ratio 1) for the paper layout's _wh; (w, h) = (s, s) for torchvision's: the same box
+            self._specs.insert(0, [(float(s), 1.0) if cfg.layout == "paper" else (float(s), float(s)) for s in cfg.stride8_scales])
         self._cache: dict[tuple, Tensor] = {}
         self._cache_cxcywh: dict[tuple, Tensor] = {}
 
@@ -110,7 +119,8 @@ class AnchorGenerator:
         return specs
 
     def num_anchors_per_location(self) -> list[int]:
-        """Boxes per location of each feature map (paper default: 3, 6, 6, 6, 6, 6; torchvision: 6 each)."""
+        """Boxes per location of each feature map (paper default: 3, 6, 6, 6, 6, 6; torchvision: 6 each;
+        ``len(stride8_scales)`` first when set)."""
         return [len(s) for s in self._specs]
 
     def _wh(self, k: int, image_size: tuple[int, int]) -> Tensor:
@@ -131,7 +141,9 @@ class AnchorGenerator:
         sizes = tuple((int(h), int(w)) for h, w in feature_sizes)
         if len(sizes) != len(self._specs):
             raise ValueError(
-                f"got {len(sizes)} feature maps but model.anchors.aspect_ratios has {len(self._specs)} entries"
+                f"got {len(sizes)} feature maps but the anchors describe {len(self._specs)}: "
+                f"model.anchors.aspect_ratios has {len(self.cfg.aspect_ratios)} entries"
+                f"{' + the stride-8 map (stride8_scales)' if self.cfg.stride8_scales else ''}"
             )
         return (int(image_size[0]), int(image_size[1])), sizes, torch.device(device if device is not None else "cpu")
 

@@ -113,6 +113,10 @@ class AnchorConfig:
     # ratios and the interpolated scale sqrt(s_k * s_k+1). "torchvision": DefaultBoxGenerator's rule.
     aspect_ratios: tuple[tuple[float, ...], ...] = ((2.0,),) + ((2.0, 3.0),) * 5
     clip: bool = True
+    # Not in the papers: non-empty adds a prediction map on the backbone's stride-8 features (before
+    # the stride-16 one) with one square box per scale per location, e.g. [0.05, 0.075] = 16 and
+    # 24 px at 320, for datasets of many objects below ~32 px. Empty: the papers' maps only.
+    stride8_scales: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,9 @@ class ModelConfig:
     category_ids: tuple[int, ...] = ()  # dataset id of each label (COCO results); empty: COCO's ids / 1..C
     input_size: tuple[int, int] = (320, 320)  # (height, width)
     extra_channels: tuple[int, ...] = (512, 256, 256, 128)  # the four extra blocks, scaled by width_mult
+    # With anchors.stride8_scales: add the stride-16 tap (1x1 conv, upsampled x2) to the stride-8 map
+    # before its heads (FPN-style context for the shallow map). Not in the papers.
+    stride8_top_down: bool = False
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
 
 
@@ -240,7 +247,11 @@ def _check_values(cfg: Config) -> None:
     need(len(m.input_size) == 2 and min(m.input_size) >= 32, "model.input_size", "[height, width], each >= 32")
     need(len(m.extra_channels) >= 1 and min(m.extra_channels) > 0, "model.extra_channels", "positive channel counts")
     n_maps = 2 + len(m.extra_channels)
-    need(len(m.anchors.aspect_ratios) == n_maps, "model.anchors.aspect_ratios", f"one list per feature map ({n_maps})")
+    need(len(m.anchors.aspect_ratios) == n_maps, "model.anchors.aspect_ratios",
+         f"one list per feature map from stride 16 on ({n_maps}: 2 backbone taps + {len(m.extra_channels)} extra blocks)")
+    need(all(0 < s <= 1 for s in m.anchors.stride8_scales), "model.anchors.stride8_scales", "scales in (0, 1]")
+    need(not m.stride8_top_down or bool(m.anchors.stride8_scales), "model.stride8_top_down",
+         "false unless model.anchors.stride8_scales adds the stride-8 map")
     need(0 < m.anchors.min_ratio < m.anchors.max_ratio <= 1.5, "model.anchors.min_ratio", "0 < min_ratio < max_ratio")
     need(0 < m.anchors.lowest_scale <= 1.0, "model.anchors.lowest_scale", "0 < lowest_scale <= 1")
     need(all(s > 0 for s in cfg.preprocess.std), "preprocess.std", "> 0")

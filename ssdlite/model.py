@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torchvision.ops.misc import Conv2dNormActivation
 
 import backbones
@@ -73,12 +74,16 @@ class SSDLite(nn.Module):
 
     Args:
         backbone: a ``backbones.create(...)`` feature extractor with ``out_channels`` (2 taps) and
-            ``strides == [16, 32]``.
+            ``strides == [16, 32]``, or 3 taps and ``[8, 16, 32]`` (``stride8=True``: the optional
+            small-object map, used when ``model.anchors.stride8_scales`` is set).
         num_classes: object classes, background excluded (logits have ``num_classes + 1`` columns,
             column 0 is background).
-        num_anchors: anchors per location for each of the ``2 + len(extra_channels)`` maps.
+        num_anchors: anchors per location for each of the ``len(taps) + len(extra_channels)`` maps.
         extra_channels: output channels of the extra blocks on the stride-32 tap (already scaled).
         norm_layer: normalization for the extras and heads.
+        top_down: with a stride-8 tap, add to it the stride-16 tap through a 1x1 conv + BN + ReLU6,
+            upsampled x2 (nearest): the shallow stride-8 map gets deeper context, as in FPN (Lin et
+            al. 2017). Not in the papers' SSDLite.
 
     ``forward(images (N, 3, H, W)) -> (cls_logits (N, A, C+1), box_deltas (N, A, 4))``.
     """
@@ -90,6 +95,7 @@ class SSDLite(nn.Module):
         num_anchors: list[int],
         extra_channels: list[int],
         norm_layer: Callable[..., nn.Module] = detection_norm_layer,
+        top_down: bool = False,
     ) -> None:
         super().__init__()
         tap_channels = list(backbone.out_channels)
@@ -97,7 +103,7 @@ class SSDLite(nn.Module):
         if len(num_anchors) != len(map_channels):
             raise ValueError(
                 f"num_anchors has {len(num_anchors)} entries but the model has {len(map_channels)} feature maps "
-                f"(2 backbone taps + {len(extra_channels)} extra blocks)"
+                f"({len(tap_channels)} backbone taps + {len(extra_channels)} extra blocks)"
             )
         self.backbone = backbone
         self.num_classes = num_classes
@@ -106,18 +112,29 @@ class SSDLite(nn.Module):
         # extra feature maps, each halving the resolution of the one before
         ins = [tap_channels[-1]] + list(extra_channels[:-1])
         self.extras = nn.ModuleList(_extra_block(i, o, norm_layer) for i, o in zip(ins, extra_channels))
+        self.top_down: nn.Module | None = None
+        if top_down:
+            if len(tap_channels) != 3:
+                raise ValueError(f"top_down needs the stride-8 tap (3 backbone taps), got {len(tap_channels)} taps")
+            self.top_down = Conv2dNormActivation(
+                tap_channels[1], tap_channels[0], kernel_size=1, norm_layer=norm_layer, activation_layer=nn.ReLU6
+            )
         # one classification and one box predictor per map
         self.cls_heads = nn.ModuleList(
             _prediction_block(c, (num_classes + 1) * a, norm_layer) for c, a in zip(map_channels, num_anchors)
         )
         self.box_heads = nn.ModuleList(_prediction_block(c, 4 * a, norm_layer) for c, a in zip(map_channels, num_anchors))
         _normal_init(self.extras)
+        if self.top_down is not None:
+            _normal_init(self.top_down)
         _normal_init(self.cls_heads)
         _normal_init(self.box_heads)
 
     def features(self, images: Tensor) -> list[Tensor]:
-        """The ``2 + len(extras)`` feature maps, highest resolution first."""
+        """The ``len(taps) + len(extras)`` feature maps, highest resolution first."""
         maps = list(self.backbone(images))
+        if self.top_down is not None:
+            maps[0] = maps[0] + F.interpolate(self.top_down(maps[1]), size=maps[0].shape[-2:], mode="nearest")
         x = maps[-1]
         for block in self.extras:
             x = block(x)
@@ -167,6 +184,10 @@ def build_model(cfg: Config | ModelConfig, load_backbone_weights: bool = True) -
         reduced_tail=b.reduced_tail,
         weights=b.weights if load_backbone_weights else None,
         norm_layer=detection_norm_layer,
+        stride8=bool(m.anchors.stride8_scales),
     )
     anchors = AnchorGenerator(m.anchors)
-    return SSDLite(backbone, m.num_classes, anchors.num_anchors_per_location(), scaled_extra_channels(m))
+    return SSDLite(
+        backbone, m.num_classes, anchors.num_anchors_per_location(), scaled_extra_channels(m),
+        top_down=bool(m.anchors.stride8_scales) and m.stride8_top_down,
+    )

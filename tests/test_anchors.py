@@ -119,6 +119,25 @@ def test_paper_layout_lowest_scale_changes_only_the_extra_lowest_box():
     assert torch.equal(small[others], base[others])
 
 
+@pytest.mark.parametrize("layout", ["paper", "torchvision"])
+def test_stride8_map_comes_first_with_square_boxes_and_leaves_the_others(layout):
+    ratios = AnchorConfig().aspect_ratios if layout == "paper" else TV_CFG.aspect_ratios
+    base = AnchorGenerator(AnchorConfig(layout=layout, aspect_ratios=ratios))
+    gen = AnchorGenerator(AnchorConfig(layout=layout, aspect_ratios=ratios, stride8_scales=(0.05, 0.075)))
+    assert gen.num_anchors_per_location() == [2] + base.num_anchors_per_location()
+    got = gen((320, 320), [(40, 40)] + SSDLITE320_MAPS)
+    n8 = 40 * 40 * 2
+    # location (0, 0) then (0, 1): centers 4 and 12 px, 16 and 24 px squares
+    exp = [box(4, 4, 16, 16), box(4, 4, 24, 24), box(12, 4, 16, 16), box(12, 4, 24, 24)]
+    torch.testing.assert_close(got[:4], torch.tensor(exp), rtol=0, atol=1e-4)
+    torch.testing.assert_close(got[n8 - 1], torch.tensor(box(316, 316, 24, 24)), rtol=0, atol=1e-4)
+    assert torch.equal(got[n8:], base((320, 320), SSDLITE320_MAPS))
+    with pytest.raises(ValueError, match=r"describe 7: .*6 entries \+ the stride-8 map"):
+        gen((320, 320), SSDLITE320_MAPS)
+    with pytest.raises(ValueError, match="stride8_scales"):
+        AnchorGenerator(AnchorConfig(stride8_scales=(0.05, 0.0)))
+
+
 def test_paper_layout_non_square_input_keeps_ratio_one_boxes_square():
     # TF MultipleGridAnchorGenerator normalizes the base size by min(H, W): square in pixels.
     gen = AnchorGenerator(AnchorConfig(layout="paper", **TINY))

@@ -38,6 +38,39 @@ def test_taps_have_declared_channels_and_strides(name, width, reduced):
                 assert tuple(m.shape) == (1, c, math.ceil(size / s), math.ceil(size / s)), (size, s)
 
 
+@pytest.mark.parametrize("name,width,reduced", list(_grid()))
+def test_stride8_map_comes_first_and_the_other_two_are_unchanged(name, width, reduced):
+    torch.manual_seed(0)
+    base = backbones.create(name, width_mult=width, reduced_tail=reduced).eval()
+    s8 = backbones.create(name, width_mult=width, reduced_tail=reduced, stride8=True).eval()
+    s8.load_state_dict(base.state_dict())  # same tensors: the stride-8 map only reads an inner activation
+    assert s8.strides == [8, 16, 32] and s8.out_channels[1:] == base.out_channels and s8.out_channels[0] % 8 == 0
+    x = torch.randn(1, 3, 300, 300)
+    with torch.no_grad():
+        maps, ref = s8(x), base(x)
+    assert tuple(maps[0].shape) == (1, s8.out_channels[0], 38, 38)
+    assert all(torch.equal(a, b) for a, b in zip(maps[1:], ref))
+
+
+def test_stride8_map_of_v1_is_conv5_and_rules():
+    v1 = backbones.create("mobilenet_v1", stride8=True).eval()
+    assert v1.out_channels == [256, 512, 1024]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(v1(x)[0], v1.features[:6](x))  # stem + conv1..conv5
+    with pytest.raises(ValueError, match="feature extractor"):
+        backbones.create("mobilenet_v1", stride8=True, num_classes=10)
+    with pytest.raises(ValueError, match=r"strides \[16, 32\], not \[8\]"):
+        _two_tap_net().select_taps((8, 16, 32))
+
+
+def _two_tap_net():
+    from backbones._common import MobileNet, Tap
+
+    layers = nn.Sequential(nn.Conv2d(3, 8, 3, 16, 1), nn.Conv2d(8, 8, 3, 2, 1))
+    return MobileNet(layers, [Tap(0, "out", 8, 16), Tap(1, "out", 8, 32)])
+
+
 @pytest.mark.parametrize(
     "name,width,reduced,expected",
     [
@@ -258,6 +291,8 @@ def test_register_a_users_backbone(scratch_registry):
     assert [t.shape[1:] for t in model(torch.zeros(1, 3, 64, 64))] == [(16, 4, 4), (32, 2, 2)]
     with pytest.raises(ValueError, match="choose one of 1.0, 2.0"):
         backbones.create("tiny", width_mult=3.0)
+    with pytest.raises(ValueError, match=r"'tiny' has no select_taps\(\).*stride-8.*stride8_scales"):
+        backbones.create("tiny", stride8=True)
     with pytest.raises(ValueError, match="already registered"):
         backbones.register("tiny")(lambda **kw: _Tiny(8))
     with pytest.raises(ValueError, match="must not start with 'timm:'"):
@@ -337,6 +372,8 @@ def test_timm_wrapper_picks_the_last_levels_at_16_and_32(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="width_mult and reduced_tail do not apply"):
         backbones.create("timm:fakenet", reduced_tail=True)
     assert isinstance(backbones.create("timm:fakenet", num_classes=5), nn.Linear)
+    s8 = backbones.create("timm:fakenet", stride8=True)
+    assert calls[-1]["out_indices"] == (2, 4, 5) and s8.strides == [8, 16, 32] and s8.out_channels == [24, 48, 96]
     # timm's own tensor names load into the body; head tensors of the file are not needed
     state = {**_FakeFeatureNet(range(6)).state_dict(), "conv_head.weight": torch.zeros(2)}
     torch.save(state, tmp_path / "fake.pth")

@@ -15,13 +15,14 @@ from torch import nn
 
 import backbones
 
-# name, reduced_tail, the torchvision modules whose outputs are our two taps
+# name, reduced_tail, the torchvision modules whose outputs are our taps at strides 8 (the optional
+# small-object map: expansion of the block that leaves stride 8), 16 and 32
 CASES = [
-    ("mobilenet_v2", False, lambda tv: (tv.features[14].conv[0], tv.features[18])),
-    ("mobilenet_v3_large", False, lambda tv: (tv.features[13].block[0], tv.features[16])),
-    ("mobilenet_v3_large", True, lambda tv: (tv.features[13].block[0], tv.features[16])),
-    ("mobilenet_v3_small", False, lambda tv: (tv.features[9].block[0], tv.features[12])),
-    ("mobilenet_v3_small", True, lambda tv: (tv.features[9].block[0], tv.features[12])),
+    ("mobilenet_v2", False, lambda tv: (tv.features[7].conv[0], tv.features[14].conv[0], tv.features[18])),
+    ("mobilenet_v3_large", False, lambda tv: (tv.features[7].block[0], tv.features[13].block[0], tv.features[16])),
+    ("mobilenet_v3_large", True, lambda tv: (tv.features[7].block[0], tv.features[13].block[0], tv.features[16])),
+    ("mobilenet_v3_small", False, lambda tv: (tv.features[4].block[0], tv.features[9].block[0], tv.features[12])),
+    ("mobilenet_v3_small", True, lambda tv: (tv.features[4].block[0], tv.features[9].block[0], tv.features[12])),
 ]
 
 
@@ -59,15 +60,23 @@ def test_torchvision_weights_give_identical_logits_and_taps(tmp_path, name, redu
 
     ours_cls = backbones.create(name, reduced_tail=reduced, weights=path, num_classes=1000).eval()
     ours_ext = backbones.create(name, reduced_tail=reduced, weights=path).eval()
+    ours_s8 = backbones.create(name, reduced_tail=reduced, weights=path, stride8=True).eval()
     with torch.no_grad():
         logits = ours_cls(x)
         taps = ours_ext(x)
         taps_cls = ours_cls.forward_taps(x)
+        taps_s8 = ours_s8(x)
 
-    assert ours_ext.out_channels == [t.shape[1] for t in seen]
+    assert len(seen) == 3 and ours_ext.strides == [16, 32] and ours_s8.strides == [8, 16, 32]
+    assert ours_ext.out_channels == [t.shape[1] for t in seen[1:]]
+    assert ours_s8.out_channels == [t.shape[1] for t in seen]
     assert tv_logits.abs().max() > 1e-2 and all(t.std() > 1e-2 for t in seen)  # non-trivial activations
     assert (logits - tv_logits).abs().max() <= 1e-5
-    for ours, theirs, ours_c in zip(taps, seen, taps_cls):
+    for ours, theirs, ours_c in zip(taps, seen[1:], taps_cls):
         assert ours.shape == theirs.shape
         assert (ours - theirs).abs().max() <= 1e-5
         assert (ours_c - theirs).abs().max() <= 1e-5
+    assert taps_s8[0].shape[-2:] == (28, 24)  # 224 x 192 / 8
+    for ours, theirs in zip(taps_s8, seen):  # the stride-8 map first, then the same two
+        assert ours.shape == theirs.shape
+        assert (ours - theirs).abs().max() <= 1e-5

@@ -50,6 +50,8 @@ def test_unknown_override_key():
         ("model.class_names=[a, b]", "model.class_names"),
         ("data.augment=heavy", "choose one of ['ssdlite', 'ssd', 'none']"),
         ("model.anchors.lowest_scale=0", "model.anchors.lowest_scale=0"),
+        ("model.anchors.stride8_scales=[0.05, 1.5]", "model.anchors.stride8_scales=(0.05, 1.5) is out of range"),
+        ("model.stride8_top_down=true", "model.stride8_top_down=True is out of range: must be false unless"),
     ],
 )
 def test_bad_values_name_key_and_rule(override, fragment):

@@ -62,6 +62,22 @@ def test_every_paper_config_exports_and_matches_torch(config, photos, tmp_path):
     assert report.max_box_diff <= 0.5 and report.max_score_diff <= 1e-4
 
 
+def test_stride8_map_exports_and_matches_torch(photos, tmp_path):
+    """The optional small-object map (model.anchors.stride8_scales): one more head, same graph contract."""
+    cfg = load_config(SMALLEST, ["model.anchors.stride8_scales=[0.05,0.075]", "model.stride8_top_down=true"])
+    ckpt = tmp_path / "s8.pt"
+    save_checkpoint(ckpt, lively_model(cfg, photos[1]), cfg)
+    out = export_onnx(ckpt, None, tmp_path / "s8.onnx")
+    onnx.checker.check_model(str(out), full_check=True)
+    proto = onnx.load(str(out))
+    anchors = 40 * 40 * 2 + 20 * 20 * 3 + (10 * 10 + 5 * 5 + 3 * 3 + 2 * 2 + 1) * 6
+    dims = [d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim]
+    assert dims[1:] == [anchors, cfg.model.num_classes + 1]
+    report = verify_export(out, ckpt, photos[0], threads=1, score_thresh=0.2)
+    assert report.ok, report.summary()
+    assert report.compared >= 5, f"too few detections to compare: {report.summary()}"
+
+
 def test_metadata_makes_the_file_self_describing(small_export):
     ckpt, out, cfg = small_export
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}

@@ -71,6 +71,40 @@ def test_torchvision_layout_costs_more_than_paper():
     assert abs(paper - 0.51) / 0.51 < 0.05, paper
 
 
+@pytest.mark.parametrize("top_down", [False, True])
+def test_stride8_map_adds_a_head_and_learns(top_down):
+    """model.anchors.stride8_scales: a 40x40 map first (+ the top-down context when asked); the other
+    maps, their heads and the anchors after the stride-8 ones are the papers' layout."""
+    torch.manual_seed(0)
+    over = ["model.num_classes=3", "model.anchors.stride8_scales=[0.05,0.075]", f"model.stride8_top_down={str(top_down).lower()}"]
+    cfg = load_config(PAPER_CONFIGS[0], overrides=over)
+    model = ssdlite.build_model(cfg)
+    assert (model.top_down is not None) == top_down and model.num_anchors[0] == 2
+    sizes = model.feature_sizes((320, 320))
+    assert sizes[0] == (40, 40) and sizes[1:] == ssdlite.build_model(load_config(PAPER_CONFIGS[0])).feature_sizes((320, 320))
+    x = torch.randn(2, 3, 320, 320)
+    with torch.no_grad():
+        maps = model.eval().features(x)
+    assert [tuple(m.shape[-2:]) for m in maps] == sizes
+    anchors = AnchorGenerator(cfg.model.anchors)((320, 320), sizes)
+    assert anchors.shape[0] == 40 * 40 * 2 + PAPER_ANCHORS_320
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 26.0, 38.0]]), "labels": torch.tensor([1])}] * 2  # a 16 x 18 px box
+    model.train()
+    crit = SSDLiteLoss(cfg.loss)
+    opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    losses = []
+    for _ in range(4):
+        cls, box = model(x)
+        loss = crit(cls, box, anchors, targets)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    if top_down:  # the top-down path is trained (it feeds the stride-8 heads)
+        assert model.top_down[0].weight.grad is not None and model.top_down[0].weight.grad.abs().sum() > 0
+
+
 def test_bad_input_shape():
     model = ssdlite.build_model(from_dict({}, ["model.num_classes=2"]))
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
