@@ -38,20 +38,26 @@ def test_config_builds_forwards_and_learns(path):
         {"boxes": torch.tensor([[10.0, 20.0, 90.0, 120.0]]), "labels": torch.tensor([1])},
         {"boxes": torch.tensor([[40.0, 40.0, 150.0, 100.0], [5.0, 5.0, 30.0, 30.0]]), "labels": torch.tensor([0, 2])},
     ]
+    losses = _train_steps(model, cfg, x, anchors, targets, 6)
+    assert losses[-1] < losses[0]
+
+
+def _train_steps(model, cfg, x, anchors, targets, steps):
+    """SGD steps on one batch; checks the output shapes and that every loss is finite."""
     model.train()
     crit = SSDLiteLoss(cfg.loss)
     opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     losses = []
-    for _ in range(6):
+    for _ in range(steps):
         cls, box = model(x)
-        assert cls.shape == (2, anchors.shape[0], 4) and box.shape == (2, anchors.shape[0], 4)
+        assert cls.shape == (x.shape[0], anchors.shape[0], cfg.model.num_classes + 1) and box.shape == (x.shape[0], anchors.shape[0], 4)
         loss = crit(cls, box, anchors, targets)["loss"]
         assert torch.isfinite(loss)
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < losses[0]
+    return losses
 
 
 def test_anchor_count_at_320():
@@ -89,17 +95,7 @@ def test_stride8_map_adds_a_head_and_learns(top_down):
     anchors = AnchorGenerator(cfg.model.anchors)((320, 320), sizes)
     assert anchors.shape[0] == 40 * 40 * 2 + PAPER_ANCHORS_320
     targets = [{"boxes": torch.tensor([[10.0, 20.0, 26.0, 38.0]]), "labels": torch.tensor([1])}] * 2  # a 16 x 18 px box
-    model.train()
-    crit = SSDLiteLoss(cfg.loss)
-    opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
-    losses = []
-    for _ in range(4):
-        cls, box = model(x)
-        loss = crit(cls, box, anchors, targets)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = _train_steps(model, cfg, x, anchors, targets, 4)
     assert losses[-1] < losses[0]
     if top_down:  # the top-down path is trained (it feeds the stride-8 heads)
         assert model.top_down[0].weight.grad is not None and model.top_down[0].weight.grad.abs().sum() > 0
