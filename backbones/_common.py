@@ -3,8 +3,9 @@
 A family module (``mobilenet_v1.py`` ...) holds its layer table as tuples and one builder that
 walks the table into ``features`` (an ``nn.Sequential``) and declares its SSDLite taps as
 :class:`Tap` records: the papers' two (strides 16 and 32) and a stride-8 one, used only when a
-model asks for the small-object map (``MobileNet.select_taps((8, 16, 32))``). :class:`MobileNet` then either returns the tap maps (detection feature
-extractor, ``features`` cut right after the last tap, no classifier) or ImageNet logits.
+model asks for the small-object map (``MobileNet.select_taps((8, 16, 32))``). :class:`MobileNet`
+then either returns the tap maps (detection feature extractor, ``features`` cut right after the
+last tap, no classifier) or ImageNet logits.
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ class MobileNet(nn.Module):
     """A MobileNet as ``features`` + declared taps (+ pooling and ``classifier`` when classifying).
 
     Feature extractor (``classifier is None``): ``features`` ends at the last tap and
-    ``forward(images) -> [tap_16, tap_32]`` (``[tap_8, tap_16, tap_32]`` after ``select_taps((8, 16, 32))``), each ``(N, out_channels[i], ceil(H / strides[i]), ceil(W / strides[i]))``.
+    ``forward(images) -> [tap_16, tap_32]`` (``[tap_8, tap_16, tap_32]`` after ``select_taps((8, 16, 32))``),
+    each ``(N, out_channels[i], ceil(H / strides[i]), ceil(W / strides[i]))``.
     Classifier: ``forward(images) -> logits (N, num_classes)``; ``forward_taps`` still gives the taps.
     Module names follow torchvision's ``mobilenet_v2`` / ``mobilenet_v3_*`` so their state dicts load as is.
     """
@@ -126,7 +128,7 @@ class MobileNet(nn.Module):
         self.taps = tuple(by_stride[s] for s in sorted(strides))
         self.out_channels = [t.channels for t in self.taps]
         self.strides = [t.stride for t in self.taps]
-        self._points: list[str | None] = [None] * len(self.features)
+        self._points: list[str | None] = [None] * (self.taps[-1].layer + 1)  # forward_taps stops at the last tap
         for t in self.taps:
             self._points[t.layer] = t.point
 
@@ -134,8 +136,7 @@ class MobileNet(nn.Module):
         """The selected tap maps of ``images (N, 3, H, W)``, finest first (stride 16, then 32 by default)."""
         check_images(images)
         x, outs = images, []
-        last = self.taps[-1].layer
-        for layer, point in zip(list(self.features)[: last + 1], self._points):
+        for layer, point in zip(self.features, self._points):
             if point == "expansion":
                 x, expanded = layer.forward_with_expansion(x)
                 outs.append(expanded)

@@ -89,6 +89,8 @@ def create(
     architecture's default batch norm. Raises ``ValueError`` for an unknown name, a width the
     architecture does not define, or weights that do not fit.
     """
+    if stride8 and num_classes is not None:
+        raise ValueError(f"{name}: stride8 applies to the feature extractor (num_classes=None) only")
     if isinstance(name, str) and name.startswith(TIMM_PREFIX):
         from backbones._timm import create_timm
 
@@ -102,12 +104,10 @@ def create(
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f"{name}: num_classes must be a positive int or None, got {num_classes!r}")
         model = info.builder(width_mult=width_mult, reduced_tail=reduced_tail, num_classes=num_classes, norm_layer=norm_layer)
-        if stride8 and num_classes is None:
+        if stride8:
             if not hasattr(model, "select_taps"):
                 raise ValueError(f"backbone {name!r} has no select_taps(): it cannot give the stride-8 map (model.anchors.stride8_scales)")
             model.select_taps((8, 16, 32))
-    if stride8 and num_classes is not None:
-        raise ValueError(f"{name}: stride8 applies to the feature extractor (num_classes=None) only")
     if num_classes is None:
         _check_extractor(name, model, [8, 16, 32] if stride8 else [16, 32])
     if weights is not None:
