@@ -246,6 +246,33 @@ def test_decoding_variants(faulty: dict) -> None:
     assert rot[5, 10].min() > 200 and rot[35, 10].max() < 50
 
 
+def test_evaluation_reads_exif_images_as_training_does(tmp_path: Path) -> None:
+    """predict_coco passes the json's height/width to load_image: an EXIF rotation that the json
+    size does not describe is not applied (the boxes were drawn on the stored pixels)."""
+    import types
+
+    from ssdlite.config import from_dict
+    from ssdlite.engine.evaluate import predict_coco
+
+    _write_jpeg_with_exif_rotation(tmp_path / "exif.jpg")
+    images = [
+        {"id": 1, "file_name": "exif.jpg", "width": 20, "height": 40},  # the rotated (displayed) size
+        {"id": 2, "file_name": "exif.jpg", "width": 40, "height": 20},  # the stored size: no rotation
+        {"id": 3, "file_name": "exif.jpg"},  # no size: EXIF applies
+    ]
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"images": images, "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    shapes = []
+
+    def detector(frames):
+        shapes.extend(f.shape for f in frames)
+        return [types.SimpleNamespace(boxes=np.zeros((0, 4)), scores=np.zeros(0), labels=np.zeros(0, np.int64)) for _ in frames]
+
+    detector.cfg = from_dict({}, ["model.num_classes=1"])
+    assert predict_coco(detector, tmp_path, gt, progress=False) == []
+    assert shapes == [(40, 20, 3), (20, 40, 3), (40, 20, 3)]
+
+
 @pytest.mark.parametrize("name, words", [("missing.jpg", "not found"), ("text.jpg", "cannot decode"),
                                          ("truncated.jpg", "cannot decode")])
 def test_load_image_errors_name_the_file(faulty: dict, name: str, words: str) -> None:

@@ -14,8 +14,17 @@ __all__ = ["predict_coco", "evaluate_detector"]
 log = logging.getLogger(__name__)
 
 
-def _image_index(annotations: str | Path) -> list[tuple[int, str]]:
-    """(image id, file name) of every image in a COCO json, in file order."""
+def _size_of(im: dict) -> tuple[int, int] | None:
+    """The json's (height, width) of an image entry, or None when absent or not positive integers."""
+    try:
+        h, w = int(im["height"]), int(im["width"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (h, w) if h > 0 and w > 0 else None
+
+
+def _image_index(annotations: str | Path) -> list[tuple[int, str, tuple[int, int] | None]]:
+    """(image id, file name, json (height, width) or None) of every image in a COCO json, in file order."""
     path = Path(annotations)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -26,7 +35,11 @@ def _image_index(annotations: str | Path) -> list[tuple[int, str]]:
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, list):
         raise ValueError(f"{path}: no 'images' list (is this a COCO instances file?)")
-    return [(int(im["id"]), str(im["file_name"])) for im in images if isinstance(im, dict) and "id" in im and "file_name" in im]
+    return [
+        (int(im["id"]), str(im["file_name"]), _size_of(im))
+        for im in images
+        if isinstance(im, dict) and "id" in im and "file_name" in im
+    ]
 
 
 def predict_coco(
@@ -40,7 +53,9 @@ def predict_coco(
 ) -> list[dict]:
     """Detections of ``detector`` on every image of a COCO json, as COCO results dicts.
 
-    Each result is ``{"image_id", "category_id", "bbox": [x, y, w, h] (pixels of the file), "score"}``;
+    Each result is ``{"image_id", "category_id", "bbox": [x, y, w, h] (pixels of the file), "score"}``,
+    in the orientation of the json's width and height (an EXIF rotation that does not match them is
+    not applied, as in training);
     label -> category id follows the detector's config (``model.category_ids``). Images that are
     missing or unreadable are skipped with a warning naming the file, and appended to ``skipped``.
     ``shard=(rank, world)`` takes every ``world``-th image (distributed evaluation).
@@ -60,9 +75,11 @@ def predict_coco(
     for start in range(0, len(index), batch_size):
         chunk = index[start : start + batch_size]
         ids, frames = [], []
-        for image_id, name in chunk:
+        for image_id, name, size in chunk:
             try:
-                frames.append(load_image(images_dir / name))
+                # the json size tells whether the boxes were drawn on the EXIF-rotated pixels or the
+                # stored ones (training reads them the same way: CocoDetection.load_image)
+                frames.append(load_image(images_dir / name, expected_size=size))
                 ids.append(image_id)
             except ValueError as e:
                 log.warning("skipping %s", e)
