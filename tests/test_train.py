@@ -103,6 +103,33 @@ def test_nonfinite_losses_stop_the_run_without_nan_checkpoint(shapes, tmp_path):
         assert torch.isfinite(v.float()).all()
 
 
+def test_one_nonfinite_batch_is_skipped_without_poisoning_batch_norm(shapes, tmp_path):
+    """An inf image reaches the forward pass (BN running statistics become NaN there, before the
+    loss is known): the step is skipped and counted, the statistics are restored, the run ends and
+    saves finite checkpoints."""
+    cfg = from_dict({}, _overrides(shapes, epochs=1, ema=False))
+    trainer = Trainer(cfg, tmp_path / "inf", progress=False)
+    loader, seen = trainer.loader, []
+
+    class OneBadBatch:
+        def __iter__(self):
+            for k, (images, targets) in enumerate(loader):
+                if k == 1:
+                    images = images.clone()
+                    images[0, 0, 0, 0] = float("inf")
+                seen.append(k)
+                yield images, targets
+
+    trainer.loader = OneBadBatch()
+    trainer.fit()
+    assert trainer.nonfinite_total == 1 and len(seen) == trainer.steps_per_epoch == 3
+    for name, v in load_checkpoint(tmp_path / "inf" / "last.pt")["model"].items():
+        assert torch.isfinite(v.float()).all(), name
+    for m in trainer.model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            assert torch.isfinite(m.running_var).all() and torch.isfinite(m.running_mean).all()
+
+
 def test_time_budget_stops_cleanly_and_evaluates(shapes, tmp_path):
     cfg = from_dict({}, _overrides(shapes, epochs=50, time_budget_s=1e-3, ema=False))
     final = Trainer(cfg, tmp_path / "budget", progress=False).fit()

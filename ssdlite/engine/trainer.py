@@ -151,6 +151,13 @@ class Trainer:
         self.use_amp = t.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.ema = ModelEMA(model, t.ema_decay) if t.ema else None
+        # BN running statistics move in the forward pass, before the loss is known: a skipped
+        # (non-finite) step restores them, or one bad batch would leave NaN statistics for good
+        self._norm_stats = [
+            b for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._NormBase)
+            for b in (m.running_mean, m.running_var) if b is not None
+        ]
+        self._norm_backup = [b.clone() for b in self._norm_stats]
 
         self.epoch, self.step, self.epoch_step = 0, 0, 0
         self.best_ap = -1.0
@@ -323,6 +330,8 @@ class Trainer:
                 if t.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in tg.items()} for tg in targets]
+                if self._norm_stats:
+                    torch._foreach_copy_(self._norm_backup, self._norm_stats)
                 with torch.autocast(self.device.type, enabled=self.use_amp):
                     cls_logits, box_deltas = self.ddp(images)
                 losses = self.criterion(cls_logits.float(), box_deltas.float(), self.anchors, targets)
@@ -343,6 +352,8 @@ class Trainer:
                     for k in sums:
                         sums[k] += float(losses[k].detach())
                 else:
+                    if self._norm_stats:  # undo this forward's update of the BN statistics
+                        torch._foreach_copy_(self._norm_stats, self._norm_backup)
                     consecutive += 1
                     self.nonfinite_total += 1
                     log.warning("non-finite loss at step %d (skipped; %d in a row)", self.step, consecutive)
