@@ -24,7 +24,9 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from ssdlite.sources import (
+from ssdlite import sources
+from ssdlite.sources import (  # noqa: F401 - re-exported: the source names stay importable from here
+    IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     Frame,
     ImageSource,
@@ -36,13 +38,7 @@ from ssdlite.sources import (
     open_source,
 )
 
-__all__ = [
-    "Frame",
-    "SourceError",
-    "open_source",
-    "SequentialSource",
-    "LatestFrameSource",
-    "ImageSource",
+__all__ = list(sources.__all__) + [
     "class_color",
     "draw_detections",
     "draw_overlay",
