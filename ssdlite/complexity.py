@@ -263,16 +263,19 @@ def detection_row(config_path: str | Path, overrides: Sequence[str] = ()) -> Com
 
 
 def backbone_rows(input_size: tuple[int, int] = (320, 320)) -> list[dict]:
-    """Every registered backbone at width 1.0 (and its reduced tail): taps, feature-extractor params and MACs."""
+    """Every registered backbone at width 1.0 (and its reduced tail): taps (and the optional stride-8
+    tap's channels, None when the backbone has none), feature-extractor params and MACs."""
     import backbones
 
     rows = []
     for name in backbones.list_backbones():
         for reduced in (False, True) if backbones.backbone_info(name).reduced_tail else (False,):
             model = backbones.create(name, reduced_tail=reduced)
+            stride8 = {t.stride: t.channels for t in getattr(model, "available_taps", ())}.get(8)
             rows.append(
                 dict(name=name, reduced_tail=reduced, out_channels=list(model.out_channels), strides=list(model.strides),
-                     params=count_params(model), macs=count_macs(model, input_size), input_size=list(input_size))
+                     stride8_channels=stride8, params=count_params(model), macs=count_macs(model, input_size),
+                     input_size=list(input_size))
             )
     return rows
 

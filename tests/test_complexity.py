@@ -102,6 +102,10 @@ def test_backbone_rows_and_tool(capsys):
     for name in backbones.list_backbones():
         assert name in out
     assert "672, 480" in out and "288, 288" in out
+    rows = {(r["name"], r["reduced_tail"]): r for r in complexity.backbone_rows((96, 96))}
+    # the stride-8 tap: V1 conv5, V2's first 64-channel block expansion, V3's C3 expansion
+    assert [rows[k]["stride8_channels"] for k in [("mobilenet_v1", False), ("mobilenet_v2", False),
+            ("mobilenet_v3_large", True), ("mobilenet_v3_small", False)]] == [256, 192, 240, 96]
 
 
 def test_complexity_tool_detection_rows(tmp_path, capsys):

@@ -26,10 +26,12 @@ def main(args: argparse.Namespace) -> int:
     rows = backbone_rows((args.size, args.size))
     print(f"SSDLite feature extractors at width 1.0 (taps at strides 16 and 32; MACs at {args.size}x{args.size})\n")
     print(format_table(
-        ["backbone", "reduced_tail", "tap channels", "strides", "params (M)", f"MACs@{args.size} (M)"],
+        ["backbone", "reduced_tail", "tap channels", "strides", "stride-8 tap", "params (M)", f"MACs@{args.size} (M)"],
         [[r["name"], "yes" if r["reduced_tail"] else "no", ", ".join(map(str, r["out_channels"])),
-          ", ".join(map(str, r["strides"])), f"{r['params'] / 1e6:.2f}", f"{r['macs'] / 1e6:.1f}"] for r in rows],
+          ", ".join(map(str, r["strides"])), r["stride8_channels"] or "-", f"{r['params'] / 1e6:.2f}", f"{r['macs'] / 1e6:.1f}"]
+         for r in rows],
     ))
+    print("\nstride-8 tap: the optional small-object map (model.anchors.stride8_scales), not in the papers")
     print("\nalso: timm:<model> (pip install ssdlite[timm]); your own with @backbones.register(name)")
     if args.json_out:
         Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
