@@ -86,7 +86,8 @@ def hard_negative_mask(cls_loss: Tensor, positive: Tensor, negative: Tensor, neg
     negative_loss = cls_loss.detach().clone()
     negative_loss[~negative] = -float("inf")
     _, order = negative_loss.sort(1, descending=True)
-    rank = order.sort(1)[1]
+    # rank of every anchor in that order: torchvision's second sort (order.sort(1)[1]) as one scatter
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
     return (rank < num_negative) & negative
 
 

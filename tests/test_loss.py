@@ -91,6 +91,22 @@ def test_hard_negative_count_hand_case():
     assert mask2.tolist() == [[False, False, True, False, True]]
 
 
+def test_hard_negative_mask_equals_torchvisions_double_sort():
+    """The rank by scatter equals torchvision's ``order.sort(1)[1]``, ties and ignored anchors included."""
+    g = torch.Generator().manual_seed(0)
+    for n, a in [(3, 50), (8, 6834)]:
+        loss = torch.randint(0, 20, (n, a), generator=g).float() / 4  # many ties
+        positive = torch.rand(n, a, generator=g) < 0.02
+        negative = ~positive & (torch.rand(n, a, generator=g) < 0.9)  # the rest ignored
+        for ratio in (0, 3, 1000):  # 1000: more negatives asked than exist
+            got = hard_negative_mask(loss, positive, negative, ratio)
+            ref_loss = loss.clone()
+            ref_loss[~negative] = -float("inf")
+            _, order = ref_loss.sort(1, descending=True)
+            expected = (order.sort(1)[1] < ratio * positive.sum(1, keepdim=True)) & negative
+            assert torch.equal(got, expected), (n, a, ratio)
+
+
 def test_ignored_anchors_are_neither_positive_nor_negative():
     # Crowd box on anchor 4 (the big one): anchor 4 has the highest negative loss but is ignored,
     # so the mined negatives are anchors 2, 3, 1.
