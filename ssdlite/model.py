@@ -189,5 +189,5 @@ def build_model(cfg: Config | ModelConfig, load_backbone_weights: bool = True) -
     anchors = AnchorGenerator(m.anchors)
     return SSDLite(
         backbone, m.num_classes, anchors.num_anchors_per_location(), scaled_extra_channels(m),
-        top_down=bool(m.anchors.stride8_scales) and m.stride8_top_down,
+        top_down=m.stride8_top_down,  # the config allows it only with stride8_scales; SSDLite checks the taps
     )
