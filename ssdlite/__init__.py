@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "build_model": "ssdlite.model",
     "SSDLite": "ssdlite.model",
-    "Detector": "ssdlite.detector",
-    "Detections": "ssdlite.detector",
+    "Detector": "ssdlite.deploy.detector",
+    "Detections": "ssdlite.deploy.detector",
 }
 
 __all__ = ["Config", "ConfigError", "load_config", *_LAZY]

@@ -1,5 +1,5 @@
 import sys
 
-from ssdlite.cli import main
+from ssdlite.apps.cli import main
 
 sys.exit(main())

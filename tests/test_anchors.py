@@ -9,7 +9,7 @@ import torch
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
 
-from ssdlite.anchors import AnchorGenerator, linear_scales
+from ssdlite.model.anchors import AnchorGenerator, linear_scales
 from ssdlite.config import AnchorConfig
 
 SSDLITE320_MAPS = [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]

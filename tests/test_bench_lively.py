@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ssdlite.bench.lively import background_shift, lively_random_model
+from ssdlite.apps.bench.lively import background_shift, lively_random_model
 from ssdlite.config import load_config
-from ssdlite.detector import preprocess
+from ssdlite.deploy.detector import preprocess
 
 from conftest import CONFIGS
 

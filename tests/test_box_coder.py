@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision.models.detection._utils import BoxCoder
 
-from ssdlite.box_coder import BBOX_XFORM_CLIP, decode, encode
+from ssdlite.model.box_coder import BBOX_XFORM_CLIP, decode, encode
 
 W = (10.0, 10.0, 5.0, 5.0)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ssdlite._paths import shared_data_dir
-from ssdlite.coco_eval import (
+from ssdlite.eval.coco import (
     EVALUATORS,
     STAT_NAMES,
     EvalResult,
@@ -163,7 +163,7 @@ def test_generated_faster_equals_pycocotools(seed):
 
 
 def test_bench_generator_faster_equals_pycocotools():
-    from ssdlite.bench.eval import generate
+    from ssdlite.apps.bench.eval import generate
 
     gt, dets = generate(60, 120, seed=5)
     assert any(a["iscrowd"] for a in gt["annotations"])
@@ -222,7 +222,7 @@ def test_lean_results_index_equals_loadres():
     """Our results loader sets exactly what loadRes sets (except the unused polygon)."""
     from faster_coco_eval import COCO
 
-    from ssdlite.coco_eval import _results_as_coco
+    from ssdlite.eval.coco import _results_as_coco
 
     gt, dets = _make_case(2)
     ref = COCO(copy.deepcopy(gt)).loadRes(copy.deepcopy(dets))
@@ -239,7 +239,7 @@ def test_lean_prepare_equals_stock_prepare():
     """Our COCOeval_faster._prepare hands the C++ side the same data as the stock one."""
     from faster_coco_eval import COCO, COCOeval_faster
 
-    from ssdlite.coco_eval import _box_evaluator_class, _results_as_coco
+    from ssdlite.eval.coco import _box_evaluator_class, _results_as_coco
 
     for seed in (0, 3):
         gt, dets = _make_case(seed)
@@ -384,7 +384,7 @@ def test_eval_tool_results_mode(tmp_path, capsys):
     assert (tmp_path / "out" / "metrics_pr.png").stat().st_size > 0
 
     # pycocotools evaluator and an explicit plot path through the shared runner
-    from ssdlite.cli import run
+    from ssdlite.apps.cli import run
 
     code = run(eval_tool.main, eval_tool.build_parser(), [
         "--annotations", str(tmp_path / "gt.json"), "--results", str(tmp_path / "dt.json"),
@@ -425,7 +425,7 @@ def test_eval_tool_model_mode_wiring(tmp_path, monkeypatch, capsys):
         return perfect
 
     monkeypatch.setattr(ssdlite, "Detector", FakeDetector, raising=False)
-    monkeypatch.setitem(sys.modules, "ssdlite.engine.evaluate",
+    monkeypatch.setitem(sys.modules, "ssdlite.eval.predict",
                         types.SimpleNamespace(predict_coco=fake_predict_coco))
     args = eval_tool.build_parser().parse_args([
         "--checkpoint", str(tmp_path / "m.pt"), "--images", str(tmp_path / "images"),

@@ -1,4 +1,4 @@
-"""ssdlite.complexity: known-answer counts, pinned rows of the papers' tables, the two tools."""
+"""ssdlite.model.complexity: known-answer counts, pinned rows of the papers' tables, the two tools."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torchvision
 from torch import nn
 
 import backbones
-from ssdlite import complexity
-from ssdlite.complexity import (
+from ssdlite.model import complexity
+from ssdlite.model.complexity import (
     CLASSIFICATION_TABLES,
     SSDLITE320_TABLE6,
     check_figure,

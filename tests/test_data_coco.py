@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssdlite.coco_names import COCO80_IDS, COCO80_NAMES
+from ssdlite.data.names import COCO80_IDS, COCO80_NAMES
 from ssdlite.data import CocoDetection, build_loader, collate, load_image
 
 # ----------------------------------------------------------------------------- real data
@@ -252,7 +252,7 @@ def test_evaluation_reads_exif_images_as_training_does(tmp_path: Path) -> None:
     import types
 
     from ssdlite.config import from_dict
-    from ssdlite.engine.evaluate import predict_coco
+    from ssdlite.eval.predict import predict_coco
 
     _write_jpeg_with_exif_rotation(tmp_path / "exif.jpg")
     images = [

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from ssdlite._paths import REPO_ROOT
-from ssdlite.checkpoint import save_checkpoint
-from ssdlite.cli import run
+from ssdlite.model.checkpoint import save_checkpoint
+from ssdlite.apps.cli import run
 from ssdlite.config import load_config
-from ssdlite.detector import Detector
-from ssdlite.export import export_onnx
+from ssdlite.deploy.detector import Detector
+from ssdlite.deploy.export import export_onnx
 from test_export import lively_model
 
 SMALLEST = REPO_ROOT / "configs" / "ssdlite320_mobilenet_v3_small_reduced.yaml"

@@ -12,14 +12,14 @@ import onnx
 import pytest
 from conftest import PAPER_CONFIGS
 from ssdlite._paths import REPO_ROOT
-from ssdlite.anchors import AnchorGenerator
-from ssdlite.bench.lively import lively_random_model
-from ssdlite.checkpoint import save_checkpoint
+from ssdlite.model.anchors import AnchorGenerator
+from ssdlite.apps.bench.lively import lively_random_model
+from ssdlite.model.checkpoint import save_checkpoint
 from ssdlite.config import class_names_of, load_config, to_dict
-from ssdlite.detector import preprocess
-from ssdlite.export import FORMAT, compare_detections, export_onnx, verify_export
+from ssdlite.deploy.detector import preprocess
+from ssdlite.deploy.export import FORMAT, compare_detections, export_onnx, verify_export
 from ssdlite.model import build_model
-from ssdlite.onnx_runtime import OnnxRunner
+from ssdlite.deploy.onnx_runtime import OnnxRunner
 
 SMALLEST = REPO_ROOT / "configs" / "ssdlite320_mobilenet_v3_small_reduced.yaml"
 
@@ -170,7 +170,7 @@ def _tool(name):
 
 
 def test_export_cli_verify_passes_and_fails(small_export, photos, tmp_path, capsys, monkeypatch):
-    from ssdlite.cli import run
+    from ssdlite.apps.cli import run
 
     ckpt, _, cfg = small_export
     tool = _tool("export")
@@ -180,12 +180,12 @@ def test_export_cli_verify_passes_and_fails(small_export, photos, tmp_path, caps
     assert run(tool.main, tool.build_parser(), argv) == 0
     assert "verify: OK" in capsys.readouterr().out and out.is_file()
     # an export that does not reproduce the checkpoint: exit 1 and the worst differences listed
-    import ssdlite.export
+    import ssdlite.deploy.export
 
     other = tmp_path / "other.pt"
     save_checkpoint(other, lively_model(cfg, photos[1], seed=2), cfg)
-    real_export = ssdlite.export.export_onnx
-    monkeypatch.setattr(ssdlite.export, "export_onnx", lambda ckpt, *a, **k: real_export(other, *a, **k))
+    real_export = ssdlite.deploy.export.export_onnx
+    monkeypatch.setattr(ssdlite.deploy.export, "export_onnx", lambda ckpt, *a, **k: real_export(other, *a, **k))
     assert run(tool.main, tool.build_parser(), argv) == 1
     captured = capsys.readouterr()
     assert "verify: MISMATCH" in captured.out and "dog.jpg" in captured.out

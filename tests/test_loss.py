@@ -12,9 +12,9 @@ from torchvision.models.detection._utils import BoxCoder, SSDMatcher
 from torchvision.models.detection.ssd import SSD
 from torchvision.ops import box_iou
 
-from ssdlite.anchors import AnchorGenerator
+from ssdlite.model.anchors import AnchorGenerator
 from ssdlite.config import AnchorConfig, LossConfig
-from ssdlite.loss import SSDLiteLoss, hard_negative_mask
+from ssdlite.model.loss import SSDLiteLoss, hard_negative_mask
 
 MAPS = [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)]
 TV_ANCHORS = AnchorGenerator(AnchorConfig(layout="torchvision", aspect_ratios=((2.0, 3.0),) * 6))((320, 320), MAPS)

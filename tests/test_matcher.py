@@ -7,9 +7,9 @@ import torch
 from torchvision.models.detection._utils import SSDMatcher
 from torchvision.ops import box_iou
 
-from ssdlite.anchors import AnchorGenerator
+from ssdlite.model.anchors import AnchorGenerator
 from ssdlite.config import AnchorConfig
-from ssdlite.matcher import match_anchors
+from ssdlite.model.matcher import match_anchors
 
 # Four 10x10 anchors in a row plus one big anchor.
 ANCHORS = torch.tensor(

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 import ssdlite
-from ssdlite.anchors import AnchorGenerator
-from ssdlite.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from ssdlite.complexity import count_macs
+from ssdlite.model.anchors import AnchorGenerator
+from ssdlite.model.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from ssdlite.model.complexity import count_macs
 from ssdlite.config import from_dict, load_config
-from ssdlite.convert import torchvision_config
-from ssdlite.detector import Detector, preprocess
-from ssdlite.loss import SSDLiteLoss
+from ssdlite.model.convert import torchvision_config
+from ssdlite.deploy.detector import Detector, preprocess
+from ssdlite.model.loss import SSDLiteLoss
 
 from conftest import PAPER_CONFIGS
 

@@ -13,11 +13,11 @@ import pytest
 from onnx import TensorProto, helper
 
 from ssdlite._paths import REPO_ROOT
-from ssdlite.checkpoint import save_checkpoint
+from ssdlite.model.checkpoint import save_checkpoint
 from ssdlite.config import load_config
-from ssdlite.detector import Detector
-from ssdlite.export import compare_detections, export_onnx
-from ssdlite.onnx_runtime import OnnxRunner
+from ssdlite.deploy.detector import Detector
+from ssdlite.deploy.export import compare_detections, export_onnx
+from ssdlite.deploy.onnx_runtime import OnnxRunner
 from test_export import lively_model
 
 SMALLEST = REPO_ROOT / "configs" / "ssdlite320_mobilenet_v3_small_reduced.yaml"
@@ -93,7 +93,7 @@ def test_runner_does_not_import_torch(exported):
     _, out, _ = exported
     code = (
         "import sys, numpy as np\n"
-        "from ssdlite.onnx_runtime import OnnxRunner\n"
+        "from ssdlite.deploy.onnx_runtime import OnnxRunner\n"
         f"r = OnnxRunner({str(out)!r}, threads=1)\n"
         "c, b = r(np.zeros((1, 3, 320, 320), np.float32))\n"
         "cfg = r.config()\n"

@@ -10,12 +10,12 @@ import torch
 from torchvision.models.detection._utils import BoxCoder
 from torchvision.models.detection.ssd import SSD
 
-from ssdlite.anchors import AnchorGenerator
+from ssdlite.model.anchors import AnchorGenerator
 from ssdlite.config import AnchorConfig, PostprocessConfig
 import numpy as np
 from torchvision.ops import batched_nms
 
-from ssdlite.postprocess import (
+from ssdlite.model.postprocess import (
     SORT_PATH_MAX_CANDIDATES,
     SPARSE_MAX_NMS,
     SPARSE_MAX_ROWS,

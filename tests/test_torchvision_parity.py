@@ -8,11 +8,11 @@ import pytest
 import torch
 from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
-from ssdlite.anchors import AnchorGenerator
-from ssdlite.checkpoint import load_model
-from ssdlite.convert import convert_torchvision_file
-from ssdlite.detector import Detector
-from ssdlite.loss import SSDLiteLoss
+from ssdlite.model.anchors import AnchorGenerator
+from ssdlite.model.checkpoint import load_model
+from ssdlite.model.convert import convert_torchvision_file
+from ssdlite.deploy.detector import Detector
+from ssdlite.model.loss import SSDLiteLoss
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssdlite.checkpoint import load_checkpoint
+from ssdlite.model.checkpoint import load_checkpoint
 from ssdlite.config import from_dict
 from ssdlite.data.synthetic import make_shapes_dataset
-from ssdlite.engine.trainer import NonFiniteLossError, Trainer
+from ssdlite.train.trainer import NonFiniteLossError, Trainer
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ssdlite.detector import Detections
-from ssdlite.video import (
+from ssdlite.deploy.detector import Detections
+from ssdlite.apps.video import (
     LatestFrameSource,
     SequentialSource,
     SourceError,
@@ -157,7 +157,7 @@ class ListSource:
         self.images, self.closed = images, False
 
     def __iter__(self):
-        from ssdlite.video import Frame
+        from ssdlite.apps.video import Frame
 
         for i, image in enumerate(self.images):
             yield Frame(i, image, i / self.fps, time.perf_counter())

@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from ssdlite.complexity import backbone_rows, format_table
+    from ssdlite.model.complexity import backbone_rows, format_table
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -40,6 +40,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from ssdlite.cli import run
+    from ssdlite.apps.cli import run
 
     sys.exit(run(main, build_parser()))

@@ -11,7 +11,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ssdlite.bench import BENCHMARKS
+    from ssdlite.apps.bench import BENCHMARKS
 
     parser = argparse.ArgumentParser(prog="benchmark", description=__doc__)
     sub = parser.add_subparsers(dest="which", required=True, metavar="{" + ",".join(BENCHMARKS) + "}")
@@ -22,12 +22,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ssdlite.bench import BENCHMARKS
+    from ssdlite.apps.bench import BENCHMARKS
 
     return importlib.import_module(BENCHMARKS[args.which][0]).run(args)
 
 
 if __name__ == "__main__":
-    from ssdlite.cli import run
+    from ssdlite.apps.cli import run
 
     sys.exit(run(main, build_parser()))

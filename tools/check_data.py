@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ssdlite.check_data import check_dataset
+    from ssdlite.data.check import check_dataset
 
     bar = None
     progress = None
@@ -59,6 +59,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from ssdlite.cli import run
+    from ssdlite.apps.cli import run
 
     sys.exit(run(main, build_parser()))

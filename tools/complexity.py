@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from ssdlite import complexity
+    from ssdlite.model import complexity
 
     if not args.classification and not args.configs:
         raise ValueError("nothing to do: give --classification and/or config files (configs/ssdlite320_*.yaml)")
@@ -64,6 +64,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from ssdlite.cli import run
+    from ssdlite.apps.cli import run
 
     sys.exit(run(main, build_parser()))

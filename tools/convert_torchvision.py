@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ssdlite.convert import convert_torchvision_file
+    from ssdlite.model.convert import convert_torchvision_file
 
     cfg = convert_torchvision_file(args.src, args.out)
     print(f"wrote {args.out}: {cfg.model.backbone.name} (reduced tail), {cfg.model.num_classes} classes, torchvision anchors")
@@ -28,6 +28,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from ssdlite.cli import run
+    from ssdlite.apps.cli import run
 
     sys.exit(run(main, build_parser()))

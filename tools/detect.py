@@ -17,7 +17,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ssdlite.cli import add_runtime_args
+    from ssdlite.apps.cli import add_runtime_args
 
     parser = argparse.ArgumentParser(prog="detect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, help="0 | /dev/video1 | file.mp4 | rtsp://... | DIR | image.jpg")
@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ssdlite.detector import Detector
-    from ssdlite.video import default_save_path, open_source, parse_classes, run_detection
+    from ssdlite.deploy.detector import Detector
+    from ssdlite.apps.video import default_save_path, open_source, parse_classes, run_detection
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
@@ -80,6 +80,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from ssdlite.cli import run
+    from ssdlite.apps.cli import run
 
     sys.exit(run(main, build_parser()))

@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from ssdlite.cli import add_config_args, add_runtime_args
+from ssdlite.apps.cli import add_config_args, add_runtime_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,11 +66,11 @@ def _plot_path(args: argparse.Namespace) -> Path | None:
 def predict_results(args: argparse.Namespace) -> tuple[list[dict], str]:
     """Run the checkpoint on --images and return (COCO results, annotations path)."""
     import ssdlite
-    from ssdlite.engine.evaluate import predict_coco
+    from ssdlite.eval.predict import predict_coco
 
     cfg = None
     if args.config or args.overrides:
-        from ssdlite.cli import config_from_args
+        from ssdlite.apps.cli import config_from_args
 
         cfg = config_from_args(args)
     images = args.images or (cfg.data.val.images if cfg else None)
@@ -93,7 +93,7 @@ def predict_results(args: argparse.Namespace) -> tuple[list[dict], str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ssdlite.coco_eval import evaluate_coco, format_per_class, format_summary, plot_pr_curves
+    from ssdlite.eval.coco import evaluate_coco, format_per_class, format_summary, plot_pr_curves
 
     _check_args(args)
     if args.checkpoint:
@@ -127,6 +127,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from ssdlite.cli import run
+    from ssdlite.apps.cli import run
 
     sys.exit(run(main, build_parser()))

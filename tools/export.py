@@ -43,8 +43,8 @@ def main(args: argparse.Namespace) -> int:
     from dataclasses import asdict
     from pathlib import Path
 
-    from ssdlite.checkpoint import load_model, save_checkpoint
-    from ssdlite.export import export_onnx, verify_export
+    from ssdlite.model.checkpoint import load_model, save_checkpoint
+    from ssdlite.deploy.export import export_onnx, verify_export
 
     checkpoint = Path(args.checkpoint)
     with tempfile.TemporaryDirectory(prefix="ssdlite_export_") as tmp:
@@ -74,6 +74,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from ssdlite.cli import run
+    from ssdlite.apps.cli import run
 
     sys.exit(run(main, build_parser()))

@@ -42,6 +42,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from ssdlite.cli import run
+    from ssdlite.apps.cli import run
 
     sys.exit(run(main, build_parser()))

@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from ssdlite.cli import add_config_args, config_from_args
+from ssdlite.apps.cli import add_config_args, config_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from ssdlite.engine.trainer import Trainer
+    from ssdlite.train.trainer import Trainer
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
@@ -38,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     trainer = Trainer(cfg, args.output, resume=args.resume, device=args.device, progress=not args.no_progress)
     final = trainer.fit()
-    from ssdlite.engine import distributed as dist
+    from ssdlite.train import distributed as dist
 
     if dist.is_main() and final:
         shown = {k: final[k] for k in ("epoch", "AP", "AP50") if k in final}
@@ -48,6 +48,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    from ssdlite.cli import run
+    from ssdlite.apps.cli import run
 
     sys.exit(run(main, build_parser()))

@@ -36,7 +36,7 @@ from albumentations.core.transforms_interface import BaseTransformInitSchema  # 
 from albumentations.core.type_definitions import Targets  # noqa: E402
 from pydantic import Field  # noqa: E402
 
-from ssdlite.imageops import ResizeGeometry, resize_geometry, resize_image  # noqa: E402,F401  (shared with inference)
+from ssdlite.data.images import ResizeGeometry, resize_geometry, resize_image  # noqa: E402,F401  (shared with inference)
 
 __all__ = [
     "RandomIoUCrop",

@@ -118,7 +118,7 @@ def load_tool(name: str) -> Any:
 
 def run_tool(name: str, argv: Sequence[str]) -> int:
     """Exit code of ``tools/<name>.py argv`` run in this process (errors become one line on stderr)."""
-    from ssdlite.cli import run
+    from ssdlite.apps.cli import run
 
     tool = load_tool(name)
     return run(tool.main, tool.build_parser(), [str(a) for a in argv])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssdlite.check_data import check_dataset
+from ssdlite.data.check import check_dataset
 from ssdlite.config import from_dict
 
 from .conftest import DATA_FAULTS, W, H, FaultyDataset, run_tool, tiny_config, write_dataset
@@ -34,7 +34,7 @@ def report(faulty_dataset: FaultyDataset):
 @pytest.fixture(scope="module")
 def trained(faulty_dataset: FaultyDataset):
     """One epoch on the faulty data (one batch of every sample); every target that reached the loss."""
-    from ssdlite.engine.trainer import Trainer
+    from ssdlite.train.trainer import Trainer
 
     torch.set_num_threads(1)
     out = faulty_dataset.images.parent / "run"

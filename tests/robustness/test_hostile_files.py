@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import ssdlite
-from ssdlite.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from ssdlite.model.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from ssdlite.config import ConfigError, from_dict, load_config, to_dict
 
 from .conftest import run_tool, shapes_config, write_config

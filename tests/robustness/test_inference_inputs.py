@@ -1,5 +1,5 @@
-"""Bad inference inputs: each either works (documented in ssdlite.detector._check_image) or fails with a
-clear ValueError; none crashes the webcam loop (ssdlite.video.run_detection), which logs the frame and
+"""Bad inference inputs: each either works (documented in ssdlite.deploy.detector._check_image) or fails with a
+clear ValueError; none crashes the webcam loop (ssdlite.apps.video.run_detection), which logs the frame and
 goes on to the next one."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 import ssdlite
 from ssdlite.config import from_dict
-from ssdlite.detector import Detector
+from ssdlite.deploy.detector import Detector
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_bad_input_is_a_clear_value_error(detector, make, kwargs, match) -> None
 
 
 class FakeSource:
-    """A live-like source (ssdlite.video API: iterable of Frame, close(), fps, dropped) yielding given images."""
+    """A live-like source (ssdlite.apps.video API: iterable of Frame, close(), fps, dropped) yielding given images."""
 
     live = True
     fps = 30.0
@@ -145,7 +145,7 @@ class FakeSource:
         self.images, self.closed = images, False
 
     def __iter__(self):
-        from ssdlite.video import Frame
+        from ssdlite.apps.video import Frame
 
         for i, image in enumerate(self.images):
             yield Frame(i, image, i / self.fps, time.perf_counter())
@@ -167,7 +167,7 @@ def _bad_frames() -> list[tuple[str, object]]:
 @pytest.mark.fault("webcam loop fed empty, 1x1, 8000x8000, gray, RGBA, float, None, non-array, CHW frames",
                    "no crash: each unusable frame logged once and skipped, the good frames processed, source closed")
 def test_webcam_loop_survives_bad_frames(detector, tmp_path) -> None:
-    from ssdlite.video import run_detection
+    from ssdlite.apps.video import run_detection
 
     frames = _bad_frames()
     messages: list[str] = []
@@ -194,7 +194,7 @@ class _BackendFailure(Exception):
 @pytest.mark.fault("back end raises a non-ValueError on one frame (e.g. onnxruntime InvalidArgument)",
                    "the webcam loop logs that frame and goes on")
 def test_webcam_loop_survives_backend_exception(detector) -> None:
-    from ssdlite.video import run_detection
+    from ssdlite.apps.video import run_detection
 
     calls = {"n": 0}
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from ssdlite._paths import REPO_ROOT
-from ssdlite.checkpoint import load_checkpoint, save_checkpoint
+from ssdlite.model.checkpoint import load_checkpoint, save_checkpoint
 from ssdlite.config import from_dict
 
 from .conftest import run_tool, shapes_config, write_config
@@ -47,7 +47,7 @@ def run_config(shapes_data: Path, tmp_path_factory) -> Path:
 def reference(run_config: Path, tmp_path_factory) -> dict:
     """last.pt of the uninterrupted run (in this process, one thread)."""
     from ssdlite.config import load_config
-    from ssdlite.engine.trainer import Trainer
+    from ssdlite.train.trainer import Trainer
 
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("reference")
@@ -116,7 +116,7 @@ class TrainProcess:
 
 def _resume_in_process(run_config: Path, out: Path) -> None:
     from ssdlite.config import load_config
-    from ssdlite.engine.trainer import Trainer
+    from ssdlite.train.trainer import Trainer
 
     Trainer(load_config(run_config), out, resume=True, progress=False).fit()
 
@@ -272,7 +272,7 @@ def _small_model_and_config():
                                                   "previous checkpoint intact and loadable; no temp file left")),
 ])
 def test_disk_full_keeps_previous_checkpoint(where, tmp_path, monkeypatch) -> None:
-    import ssdlite.checkpoint as ck
+    import ssdlite.files as ck
 
     model, cfg = _small_model_and_config()
     path = tmp_path / "last.pt"
@@ -303,7 +303,7 @@ def test_disk_full_keeps_previous_checkpoint(where, tmp_path, monkeypatch) -> No
 @pytest.mark.fault("disk full during a training run", "tools/train.py exits 2 with one line naming last.pt and ENOSPC; "
                    "the previous epoch's last.pt is intact")
 def test_disk_full_during_training(shapes_data, tmp_path, monkeypatch, capsys) -> None:
-    import ssdlite.checkpoint as ck
+    import ssdlite.files as ck
 
     cfg = write_config(tmp_path / "c.yaml", _config(shapes_data, epochs=3, ema=False))
     out = tmp_path / "run"
@@ -394,7 +394,7 @@ def test_divergence_subprocess(shapes_data, tmp_path) -> None:
 @pytest.mark.fault("NaN weights handed to save_checkpoint", "NonFiniteWeightsError naming the tensors and the learning "
                    "rate; nothing written, the previous file intact")
 def test_save_refuses_nonfinite_weights(tmp_path) -> None:
-    from ssdlite.checkpoint import NonFiniteWeightsError
+    from ssdlite.model.checkpoint import NonFiniteWeightsError
 
     model, cfg = _small_model_and_config()
     path = tmp_path / "last.pt"

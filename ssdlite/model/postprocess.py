@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
-from ssdlite.box_coder import DEFAULT_WEIGHTS, decode
+from ssdlite.model.box_coder import DEFAULT_WEIGHTS, decode
 from ssdlite.config import PostprocessConfig
 
 __all__ = ["postprocess", "class_scores", "select_candidates", "batched_nms_np"]
@@ -235,8 +235,8 @@ def _sparse_image(
 
 
 def _decode_np(deltas: np.ndarray, anchors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
-    """:func:`ssdlite.box_coder.decode` in float32 NumPy, operation for operation; (K, 4) xyxy pixels."""
-    from ssdlite.box_coder import BBOX_XFORM_CLIP
+    """:func:`ssdlite.model.box_coder.decode` in float32 NumPy, operation for operation; (K, 4) xyxy pixels."""
+    from ssdlite.model.box_coder import BBOX_XFORM_CLIP
 
     wx, wy, ww, wh = (float(v) for v in weights)
     deltas = deltas.astype(np.float32, copy=False)

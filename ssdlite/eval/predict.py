@@ -60,7 +60,7 @@ def predict_coco(
     missing or unreadable are skipped with a warning naming the file, and appended to ``skipped``.
     ``shard=(rank, world)`` takes every ``world``-th image (distributed evaluation).
     """
-    from ssdlite.coco_eval import detections_to_coco_results
+    from ssdlite.eval.coco import detections_to_coco_results
     from ssdlite.data.coco import load_image
 
     images_dir = Path(images_dir)
@@ -107,8 +107,8 @@ def evaluate_detector(
 ) -> Any:
     """COCO box metrics (an ``EvalResult``) of ``detector`` on a dataset; with ``distributed``
     each rank predicts its shard and rank 0 scores the gathered results (others return None)."""
-    from ssdlite.coco_eval import evaluate_coco
-    from ssdlite.engine import distributed as dist
+    from ssdlite.eval.coco import evaluate_coco
+    from ssdlite.train import distributed as dist
 
     shard = (dist.rank(), dist.world_size()) if distributed else (0, 1)
     results = predict_coco(detector, images_dir, annotations, batch_size, progress and dist.is_main(), shard)
@@ -117,7 +117,7 @@ def evaluate_detector(
         if not dist.is_main():
             return None
     if results_out is not None:
-        from ssdlite.checkpoint import atomic_write
+        from ssdlite.files import atomic_write
 
         atomic_write(results_out, lambda f: f.write(json.dumps(results).encode()))
     return evaluate_coco(str(annotations), results, evaluator=evaluator)

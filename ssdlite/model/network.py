@@ -2,7 +2,7 @@
 
 Follows the MobileNetV2 paper (section 6.2) and torchvision's ``models/detection/ssdlite.py``:
 the forward pass returns raw tensors only; anchors, box decoding and NMS live outside it
-(``ssdlite.anchors``, ``ssdlite.postprocess``) so that export, the loss and both inference back
+(``ssdlite.model.anchors``, ``ssdlite.model.postprocess``) so that export, the loss and both inference back
 ends share one code path each.
 """
 
@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from torchvision.ops.misc import Conv2dNormActivation
 
 import backbones
-from ssdlite.anchors import AnchorGenerator
+from ssdlite.model.anchors import AnchorGenerator
 from ssdlite.config import Config, ModelConfig
 
 __all__ = ["SSDLite", "build_model", "detection_norm_layer"]

@@ -1,4 +1,4 @@
-"""Image geometry shared by training (``ssdlite.data.transforms``) and inference (``ssdlite.detector``).
+"""Image geometry shared by training (``ssdlite.data.transforms``) and inference (``ssdlite.deploy.detector``).
 
 Kept free of albumentations and torch so that the inference path imports only OpenCV and numpy.
 """

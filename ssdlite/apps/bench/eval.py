@@ -3,7 +3,7 @@
 ``python tools/benchmark.py eval`` writes a ground truth of 5,000 images (a few boxes each
 over COCO's 80 categories, ~1% crowd regions, a few empty images) and 300 detections per
 image (jittered copies of the objects, confusions and background boxes, with tied scores)
-to a temporary folder, then times :func:`ssdlite.coco_eval.evaluate_coco` end to end
+to a temporary folder, then times :func:`ssdlite.eval.coco.evaluate_coco` end to end
 (read both json files, load, evaluate, accumulate, summarize) with each evaluator,
 alternating the order over the repeats. It prints the medians, the ratio (target: faster at
 most 0.25x pycocotools' time) and checks that the 12 stats agree to 1e-9.
@@ -74,7 +74,7 @@ def generate(n_images: int, dets_per_image: int, seed: int = 0) -> tuple[dict[st
     category), the rest background boxes on the image's and a few other categories;
     boxes rounded to 0.01 px, scores to 1e-4 (ties happen, as in real files).
     """
-    from ssdlite.coco_names import COCO80_IDS, COCO80_NAMES
+    from ssdlite.data.names import COCO80_IDS, COCO80_NAMES
 
     rng = np.random.default_rng(seed)
     cat_ids = np.asarray(COCO80_IDS)
@@ -124,7 +124,7 @@ def generate(n_images: int, dets_per_image: int, seed: int = 0) -> tuple[dict[st
 
 
 def _time_one(evaluator: str, gt_path: Path, dt_path: Path):
-    from ssdlite.coco_eval import evaluate_coco
+    from ssdlite.eval.coco import evaluate_coco
 
     gc.collect()
     t0, c0 = time.perf_counter(), time.process_time()

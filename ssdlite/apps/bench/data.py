@@ -195,7 +195,7 @@ def write_coco_scale_json(path: Path, num_images: int = 118_287, num_boxes: int 
     """Write a COCO-train2017-like instances json: real-looking image entries (file names,
     urls, sizes), annotations spread over the images in random order with polygon
     segmentations (~1% crowd RLEs), 80 categories with ids 1..90."""
-    from ssdlite.coco_names import COCO_CATEGORIES
+    from ssdlite.data.names import COCO_CATEGORIES
 
     rng = np.random.default_rng(seed)
     ids = np.sort(rng.choice(600_000, size=num_images, replace=False) + 1)
@@ -274,7 +274,7 @@ def _run_coco_scale(args: argparse.Namespace) -> int:
 
 
 def _spawn_child(impl: str, path: Path, workers: int, min_free_gb: float) -> dict[str, Any]:
-    code = f"from ssdlite.bench.data import _child; _child({impl!r}, {str(path)!r}, {workers}, {min_free_gb})"
+    code = f"from ssdlite.apps.bench.data import _child; _child({impl!r}, {str(path)!r}, {workers}, {min_free_gb})"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:

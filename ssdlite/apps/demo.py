@@ -5,7 +5,7 @@ summary:
 
 1. writes the synthetic shapes dataset (:func:`ssdlite.data.synthetic.make_shapes_dataset`) to
    ``OUT/data`` (kept and reused when a previous run wrote the same one);
-2. trains ``configs/shapes_demo.yaml`` with :class:`ssdlite.engine.trainer.Trainer` for the
+2. trains ``configs/shapes_demo.yaml`` with :class:`ssdlite.train.trainer.Trainer` for the
    config's time budget (``train.time_budget_s``; the learning rate follows the budget), which
    writes ``last.pt``, ``best.pt``, ``metrics.jsonl`` and the loss / lr / mAP plots to ``OUT``.
    With ``processes > 1`` (default: 2 on a multi-core CPU) it trains with DDP over gloo, the
@@ -146,7 +146,7 @@ def draw_val_images(detector: Any, images_dir: str | os.PathLike, annotations: s
     per class) and the ground truth (thin white boxes) on the first ``count`` images of a COCO json;
     writes ``out_dir/<file name>`` JPEGs and returns their paths."""
     from ssdlite.data.coco import load_image
-    from ssdlite.video import draw_detections
+    from ssdlite.apps.video import draw_detections
 
     data = json.loads(Path(annotations).read_text(encoding="utf-8"))
     boxes_of: dict[int, list[list[float]]] = {}
@@ -237,8 +237,8 @@ def _train_worker(rank: int, world: int, port: int, cfg: Any, out: str, threads:
 
     _die_with_parent(parent_pid)
 
-    from ssdlite.engine import distributed as dist
-    from ssdlite.engine.trainer import Trainer
+    from ssdlite.train import distributed as dist
+    from ssdlite.train.trainer import Trainer
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(threads)
@@ -250,7 +250,7 @@ def _train_worker(rank: int, world: int, port: int, cfg: Any, out: str, threads:
 
 def train_demo_model(cfg: Any, out_dir: str | os.PathLike, processes: int = 1, threads: int = 1, progress: bool = True
                      ) -> tuple[int, int, Any]:
-    """Train ``cfg`` into ``out_dir`` with :class:`~ssdlite.engine.trainer.Trainer`, in this process
+    """Train ``cfg`` into ``out_dir`` with :class:`~ssdlite.train.trainer.Trainer`, in this process
     (``processes == 1``, ``threads`` torch threads) or in ``processes`` DDP processes over gloo
     (``threads`` each; ``train.batch_size`` is per process).
 
@@ -259,7 +259,7 @@ def train_demo_model(cfg: Any, out_dir: str | os.PathLike, processes: int = 1, t
     """
     import torch
 
-    from ssdlite.engine.trainer import Trainer
+    from ssdlite.train.trainer import Trainer
 
     if processes <= 1:
         torch.set_num_threads(threads)
@@ -371,14 +371,14 @@ def run_demo(
 
     # 3. evaluate (reuse the trainer's final evaluation of these weights when it ran in this process)
     t0 = time.perf_counter()
-    from ssdlite.detector import Detector
+    from ssdlite.deploy.detector import Detector
 
     detector = Detector.from_checkpoint(summary.checkpoint, threads=threads)
     if result is None:
-        from ssdlite.engine.evaluate import evaluate_detector
+        from ssdlite.eval.predict import evaluate_detector
 
         result = evaluate_detector(detector, cfg.data.val.images, cfg.data.val.annotations, batch_size=16, progress=progress)
-    from ssdlite.coco_eval import format_per_class, format_summary, plot_pr_curves
+    from ssdlite.eval.coco import format_per_class, format_summary, plot_pr_curves
 
     (out / "metrics.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
     plot_pr_curves(result, out / "pr_curves.png")
@@ -391,7 +391,7 @@ def run_demo(
 
     # 4. ONNX export and detection on a generated video, in its own process (its own thread pools)
     if export:
-        from ssdlite.export import export_onnx
+        from ssdlite.deploy.export import export_onnx
 
         t0 = time.perf_counter()
         summary.onnx = str(export_onnx(summary.checkpoint, None, out / "model.onnx"))

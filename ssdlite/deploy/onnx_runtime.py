@@ -1,4 +1,4 @@
-"""The ONNX Runtime back end: runs an ``ssdlite.export`` file, reads its config from the metadata.
+"""The ONNX Runtime back end: runs an ``ssdlite.deploy.export`` file, reads its config from the metadata.
 
 This module imports numpy and onnxruntime only (never torch); ``Detector`` adds the shared
 preprocess and postprocess around it (the postprocess uses torch ops).
@@ -19,7 +19,7 @@ import numpy as np
 
 __all__ = ["OnnxRunner", "read_metadata"]
 
-FORMAT = "ssdlite-onnx"  # same tag as ssdlite.export.FORMAT (not imported: export imports torch)
+FORMAT = "ssdlite-onnx"  # same tag as ssdlite.deploy.export.FORMAT (not imported: export imports torch)
 SUPPORTED_VERSIONS = (1,)
 # Model-section keys an ONNX file fixes: overriding them would describe a different network.
 _FIXED_MODEL_KEYS = ("backbone", "num_classes", "input_size", "extra_channels", "anchors")
@@ -58,7 +58,7 @@ class OnnxRunner:
     """Runs an exported ssdlite network with ONNX Runtime on the CPU.
 
     Args:
-        path: a ``.onnx`` written by :func:`ssdlite.export.export_onnx`.
+        path: a ``.onnx`` written by :func:`ssdlite.deploy.export.export_onnx`.
         threads: intra-op threads (None: ONNX Runtime's default, one per core).
         spinning: let idle intra-op threads spin-wait for work (ONNX Runtime's default). Spinning
             trades CPU for a little latency; turning it off keeps the threads from competing with

@@ -4,10 +4,10 @@ Two variants (``ssdlite.outputs`` in the metadata):
 
 ``"raw"`` (default)
     The network only, BatchNorm folded into the convolutions. Input ``images`` float32
-    ``(N, 3, H, W)``, already resized and normalized (:func:`ssdlite.detector.preprocess`);
+    ``(N, 3, H, W)``, already resized and normalized (:func:`ssdlite.deploy.detector.preprocess`);
     outputs ``cls_logits`` ``(N, A, C + 1)`` (column 0 = background) and ``box_deltas``
     ``(N, A, 4)``. Anchors, decoding and NMS stay outside the graph, in
-    :mod:`ssdlite.postprocess`, so ``Detector.from_checkpoint("model.onnx")`` gives the same
+    :mod:`ssdlite.model.postprocess`, so ``Detector.from_checkpoint("model.onnx")`` gives the same
     detections as the PyTorch back end.
 ``"nms"`` (``with_nms=True``)
     For runtimes without our postprocess: softmax (or sigmoid for focal models), per-class top-k,
@@ -15,7 +15,7 @@ Two variants (``ssdlite.outputs`` in the metadata):
     in the graph. Outputs ``boxes`` ``(D, 4)`` float32 xyxy in pixels of the *network input*
     (scale by ``(W_img / W, H_img / H)`` for a stretched image), ``scores`` ``(D,)`` float32,
     ``labels`` ``(D,)`` int64 0-based class indices and ``batch_index`` ``(D,)`` int64, sorted by
-    score descending. Same steps as ``ssdlite.postprocess``: scores strictly above
+    score descending. Same steps as ``ssdlite.model.postprocess``: scores strictly above
     ``score_thresh``, the ``topk_candidates`` best of each class (the others zeroed before NMS),
     per-class NMS at ``nms_thresh``, at most ``detections_per_img`` per image; ties in score
     may be ordered differently. The thresholds are fixed at export (re-export to change them).
@@ -108,7 +108,7 @@ def build_metadata(cfg: Config, feature_sizes: Sequence[tuple[int, int]], anchor
 def _resolve(checkpoint_or_model: Any, cfg: Config | None):
     """(model, cfg) from a checkpoint path or a model + config."""
     if isinstance(checkpoint_or_model, (str, os.PathLike)):
-        from ssdlite.checkpoint import load_model
+        from ssdlite.model.checkpoint import load_model
 
         model, stored = load_model(checkpoint_or_model)
         return model, cfg if cfg is not None else stored
@@ -122,13 +122,13 @@ def _decoded_module(model: Any, anchors: Any, cfg: Config):
 
     Scores are the softmax over the C + 1 columns without the background (sigmoid for focal
     models), then kept only where they are among the ``topk_candidates`` best of their class
-    (others set to 0, below any score threshold), as ``ssdlite.postprocess`` selects them.
+    (others set to 0, below any score threshold), as ``ssdlite.model.postprocess`` selects them.
     """
     import torch
     from torch import nn
 
-    from ssdlite.box_coder import decode
-    from ssdlite.postprocess import class_scores
+    from ssdlite.model.box_coder import decode
+    from ssdlite.model.postprocess import class_scores
 
     h, w = cfg.model.input_size
     topk = min(cfg.postprocess.topk_candidates, int(anchors.shape[0]))
@@ -247,9 +247,9 @@ def export_onnx(
     import onnx
     import torch
 
-    from ssdlite.anchors import AnchorGenerator
-    from ssdlite.checkpoint import atomic_write
-    from ssdlite.fuse import fuse_conv_bn
+    from ssdlite.model.anchors import AnchorGenerator
+    from ssdlite.files import atomic_write
+    from ssdlite.deploy.fuse import fuse_conv_bn
 
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"opset {opset} is not supported; choose {MIN_OPSET}..{MAX_OPSET}")
@@ -296,7 +296,7 @@ def export_onnx(
     proto.producer_name = "ssdlite"
     proto.doc_string = (
         f"ssdlite {cfg.model.backbone.name} SSDLite {h}x{w}, {cfg.model.num_classes} classes; "
-        f"{'decode + NMS in the graph' if with_nms else 'raw outputs, postprocess with ssdlite.postprocess'}"
+        f"{'decode + NMS in the graph' if with_nms else 'raw outputs, postprocess with ssdlite.model.postprocess'}"
     )
     meta = build_metadata(cfg, feature_sizes, anchors.numpy(), "nms" if with_nms else "raw")
     del proto.metadata_props[:]
@@ -452,8 +452,8 @@ def verify_export(
     same way (its boxes scaled back to the image like the Detector's). For raw exports the
     network outputs themselves must also agree within ``raw_atol + raw_rtol * max|output|``.
     """
-    from ssdlite.detector import Detector, Detections, preprocess
-    from ssdlite.onnx_runtime import OnnxRunner
+    from ssdlite.deploy.detector import Detector, Detections, preprocess
+    from ssdlite.deploy.onnx_runtime import OnnxRunner
 
     paths = [Path(p) for p in (images if images is not None else default_verify_images())]
     if not paths:

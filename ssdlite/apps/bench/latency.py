@@ -9,7 +9,7 @@ pinned (``--threads``, default 2):
   10 scores per frame above the threshold, as a trained model; dets = detections per frame) x back end
   (``torch``: BN folded, channels_last, inference mode; ``onnxruntime``: the exported file);
 * ``V3-Large (tv weights)``: torchvision's ``ssdlite320_mobilenet_v3_large`` random weights
-  converted into ours (:mod:`ssdlite.convert`), i.e. the very same network and weights as
+  converted into ours (:mod:`ssdlite.model.convert`), i.e. the very same network and weights as
   the reference, on both back ends;
 * the reference, ``torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None,
   weights_backbone=None)`` (reduced tail), eager, with its own transform and postprocess and
@@ -17,7 +17,7 @@ pinned (``--threads``, default 2):
 
 Stages: preprocess (ours: OpenCV resize straight into the normalized batch; torchvision:
 uint8 -> float tensor + ``GeneralizedRCNNTransform``), network (ours: the raw outputs;
-torchvision: backbone + head), postprocess (ours: ``ssdlite.postprocess`` + scaling back;
+torchvision: backbone + head), postprocess (ours: ``ssdlite.model.postprocess`` + scaling back;
 torchvision: anchors + ``postprocess_detections`` + ``transform.postprocess``) and end to
 end (the three in sequence, timed as one). Each contender runs in its own subprocess
 (ONNX Runtime's spinning threads and two thread pools in one process would slow PyTorch),
@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from ssdlite.bench.lively import lively_random_model
+from ssdlite.apps.bench.lively import lively_random_model
 
 #: Scores above the threshold per calibration frame of the random models (a trained detector on
 #: street video: a handful of objects, each with a few overlapping anchors).
@@ -152,9 +152,9 @@ def _prepare(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     """Write frames, checkpoints, ONNX files; return the contender specs."""
     import torch
 
-    from ssdlite.checkpoint import save_checkpoint
+    from ssdlite.model.checkpoint import save_checkpoint
     from ssdlite.config import load_config
-    from ssdlite.export import export_onnx
+    from ssdlite.deploy.export import export_onnx
     from ssdlite.model import build_model
 
     video = Path(args.video) if args.video else _default_video()
@@ -192,8 +192,8 @@ def _prepare(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     tv_state = work / "torchvision.pt"
     torch.save(tv.state_dict(), tv_state)
     if not args.no_torchvision_weights:
-        from ssdlite.checkpoint import load_state_dict_strict
-        from ssdlite.convert import convert_torchvision_state_dict, torchvision_config
+        from ssdlite.model.checkpoint import load_state_dict_strict
+        from ssdlite.model.convert import convert_torchvision_state_dict, torchvision_config
 
         cfg = torchvision_config()
         model = build_model(cfg, load_backbone_weights=False)
@@ -223,11 +223,11 @@ def _time_frames(frames: np.ndarray, warmup: int, stages: Any) -> dict[str, Any]
 
 
 def _ours_stages(spec: dict[str, Any]):
-    from ssdlite.detector import Detector, preprocess
+    from ssdlite.deploy.detector import Detector, preprocess
 
     det = Detector.from_checkpoint(spec["checkpoint"], backend=spec["backend"], threads=spec["threads"], score_thresh=spec["score"])
     if spec["backend"] == "onnxruntime":  # same settings as from_checkpoint, spinning as asked
-        from ssdlite.onnx_runtime import OnnxRunner
+        from ssdlite.deploy.onnx_runtime import OnnxRunner
 
         det.runner = OnnxRunner(spec["checkpoint"], threads=spec["threads"], spinning=spec["spinning"])
     size, pre_cfg = det.input_size, det.cfg.preprocess
@@ -301,7 +301,7 @@ def _spawn(spec: dict[str, Any]) -> dict[str, Any]:
         env["OMP_WAIT_POLICY"] = spec["omp_wait_policy"]
     else:
         env.pop("OMP_WAIT_POLICY", None)
-    code = f"from ssdlite.bench.latency import _child; _child({json.dumps(json.dumps(spec))})"
+    code = f"from ssdlite.apps.bench.latency import _child; _child({json.dumps(json.dumps(spec))})"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])

@@ -9,7 +9,7 @@ Focal mode: sigmoid focal loss (``torchvision.ops.sigmoid_focal_loss``) over the
 foreground logit columns of every non-ignored anchor (column 0 is unused), summed and
 divided by the number of positives; the box term is the same.
 
-Ignored anchors (matched to a crowd box, see :mod:`ssdlite.matcher`) count neither as
+Ignored anchors (matched to a crowd box, see :mod:`ssdlite.model.matcher`) count neither as
 positives nor as negatives.
 """
 
@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
-from ssdlite.box_coder import encode
+from ssdlite.model.box_coder import encode
 from ssdlite.config import LossConfig
-from ssdlite.matcher import BACKGROUND, match_anchors
+from ssdlite.model.matcher import BACKGROUND, match_anchors
 
 __all__ = ["SSDLiteLoss", "match_batch", "hard_negative_mask"]
 

@@ -1,7 +1,7 @@
 """Frames in, drawn detections out: cameras, video files, streams, image folders.
 
 The sources (:func:`open_source`: cameras, streams, video files, image folders; live ones keep
-only the newest frame) live in :mod:`ssdlite.sources` and are re-exported here.
+only the newest frame) live in :mod:`ssdlite.apps.sources` and are re-exported here.
 
 :func:`run_detection` is the loop behind ``tools/detect.py``: detect, filter classes, draw
 boxes with class name and score in a stable colour per class plus an FPS / latency
@@ -24,8 +24,8 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from ssdlite import sources
-from ssdlite.sources import (  # noqa: F401 - re-exported: the source names stay importable from here
+from ssdlite.apps import sources
+from ssdlite.apps.sources import (  # noqa: F401 - re-exported: the source names stay importable from here
     IMAGE_SUFFIXES,
     VIDEO_SUFFIXES,
     Frame,

@@ -11,7 +11,7 @@ a folder of images or one image.
   ``stall_timeout`` seconds, then the run ends with a message.
 * Other files are read sequentially, every frame (:class:`SequentialSource`).
 
-:mod:`ssdlite.video` draws and writes what a detector finds in these frames.
+:mod:`ssdlite.apps.video` draws and writes what a detector finds in these frames.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Inference: frames in, :class:`Detections` out, with a PyTorch or an ONNX Runtime back end.
 
 Both back ends share one preprocess (OpenCV resize, in-place normalization) and one
-postprocess (``ssdlite.postprocess``); the torch back end never imports onnxruntime.
+postprocess (``ssdlite.model.postprocess``); the torch back end never imports onnxruntime.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ssdlite.config import Config, PreprocessConfig, class_names_of
-from ssdlite.imageops import resize_image
+from ssdlite.data.images import resize_image
 
 __all__ = ["Detections", "Detector", "preprocess", "Letterbox", "COLOR_ORDERS"]
 
@@ -141,7 +141,7 @@ class _TorchRunner:
         self.device = torch.device(device)
         model = model.eval().to(self.device)
         if fold_bn:
-            from ssdlite.fuse import fuse_conv_bn
+            from ssdlite.deploy.fuse import fuse_conv_bn
 
             model = fuse_conv_bn(model)
         self.model = model.to(memory_format=torch.channels_last)
@@ -181,7 +181,7 @@ class Detector:
         runner: Callable[[np.ndarray], Any] | None = None,
         fold_bn: bool = True,
     ) -> None:
-        from ssdlite.anchors import AnchorGenerator
+        from ssdlite.model.anchors import AnchorGenerator
 
         changes = {
             k: v
@@ -235,13 +235,13 @@ class Detector:
         if backend == "onnxruntime":
             if not onnx_file:
                 raise ValueError(f"the onnxruntime back end needs an exported .onnx file, got {path}; export with `ssdlite export`")
-            from ssdlite.onnx_runtime import OnnxRunner
+            from ssdlite.deploy.onnx_runtime import OnnxRunner
 
             runner = OnnxRunner(path, threads=threads)
             return cls(None, runner.config(overrides), runner=runner, **kwargs)
         if onnx_file:
             raise ValueError(f"{path} is an ONNX file: use backend='onnxruntime'")
-        from ssdlite.checkpoint import load_model
+        from ssdlite.model.checkpoint import load_model
 
         model, cfg = load_model(path, overrides)
         return cls(model, cfg, device=device, threads=threads, **kwargs)
@@ -265,7 +265,7 @@ class Detector:
 
     def postprocess(self, cls_logits: Any, box_deltas: Any, maps: Sequence[Letterbox]) -> list[Detections]:
         """Raw outputs -> :class:`Detections` in each original image's pixels."""
-        from ssdlite.postprocess import postprocess
+        from ssdlite.model.postprocess import postprocess
 
         results = postprocess(
             cls_logits,

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ssdlite.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from ssdlite.model.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
 from ssdlite.config import Config, to_dict
-from ssdlite.engine import distributed as dist
-from ssdlite.engine.logger import MetricsLogger
-from ssdlite.engine.optim import ModelEMA, build_optimizer, build_scheduler, set_time_progress
-from ssdlite.engine.sampler import ResumableSampler
+from ssdlite.train import distributed as dist
+from ssdlite.train.logger import MetricsLogger
+from ssdlite.train.optim import ModelEMA, build_optimizer, build_scheduler, set_time_progress
+from ssdlite.train.sampler import ResumableSampler
 
 __all__ = ["Trainer", "NonFiniteLossError"]
 
@@ -115,8 +115,8 @@ class Trainer:
         self._reported: dict = {}
         self._report_data(self.train_set)
 
-        from ssdlite.anchors import AnchorGenerator
-        from ssdlite.loss import SSDLiteLoss
+        from ssdlite.model.anchors import AnchorGenerator
+        from ssdlite.model.loss import SSDLiteLoss
         from ssdlite.model import build_model
 
         model = build_model(cfg).to(self.device)
@@ -166,7 +166,7 @@ class Trainer:
         self._start: float | None = None  # time.monotonic() at which elapsed time 0 lies, while fit() runs
         self.history: list[dict] = []
         self._stop_signal: str | None = None
-        self.last_eval = None  # the EvalResult of the latest evaluation (ssdlite.coco_eval), None before the first
+        self.last_eval = None  # the EvalResult of the latest evaluation (ssdlite.eval.coco), None before the first
         if resume:
             self._resume(self.out / "last.pt")
         self.logger = MetricsLogger(self.out, enabled=dist.is_main(), resume=resume)
@@ -393,15 +393,15 @@ class Trainer:
         return None
 
     def detector(self):
-        """A :class:`~ssdlite.detector.Detector` on the current weights (the EMA when on)."""
-        from ssdlite.detector import Detector
+        """A :class:`~ssdlite.deploy.detector.Detector` on the current weights (the EMA when on)."""
+        from ssdlite.deploy.detector import Detector
 
         model = self.ema.module if self.ema else self.model
         return Detector(model, self.cfg, device=str(self.device))
 
     def _evaluate(self) -> dict:
-        from ssdlite.coco_eval import STAT_NAMES
-        from ssdlite.engine.evaluate import evaluate_detector
+        from ssdlite.eval.coco import STAT_NAMES
+        from ssdlite.eval.predict import evaluate_detector
 
         if self.distributed:  # every rank scores rank 0's statistics: the weights that rank 0 saves
             dist.broadcast_buffers(self.model)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ssdlite.coco_names import COCO90_IDS, COCO90_NAMES
+from ssdlite.data.names import COCO90_IDS, COCO90_NAMES
 from ssdlite.config import Config, from_dict
 
 __all__ = ["torchvision_config", "convert_torchvision_state_dict", "convert_torchvision_file"]
@@ -77,7 +77,7 @@ def convert_torchvision_file(src: str | Path, dst: str | Path) -> Config:
     Every tensor must fit: a file of another architecture raises ``ValueError`` naming the tensor.
     """
     from backbones._weights import read_state_dict
-    from ssdlite.checkpoint import load_state_dict_strict, save_checkpoint
+    from ssdlite.model.checkpoint import load_state_dict_strict, save_checkpoint
     from ssdlite.model import build_model
 
     state = read_state_dict(src)

@@ -32,7 +32,7 @@ def lively_random_model(cfg: Any, images: Any, seed: int = 0, cls_std: float = 0
     import torch
     from torch import nn
 
-    from ssdlite.detector import preprocess
+    from ssdlite.deploy.detector import preprocess
     from ssdlite.model import build_model
 
     torch.manual_seed(seed)

@@ -1,0 +1,11 @@
+"""Benchmarks run by ``tools/benchmark.py``: each module has ``add_arguments(parser)`` and ``run(args) -> int``.
+
+They print figures side by side with the reference in the same run (medians and ratios);
+none of them is a timed unit test.
+"""
+
+BENCHMARKS = {
+    "latency": ("ssdlite.apps.bench.latency", "per-stage and end-to-end inference latency vs torchvision"),
+    "data": ("ssdlite.apps.bench.data", "data pipeline images/s vs torchvision's reference transforms"),
+    "eval": ("ssdlite.apps.bench.eval", "COCO evaluation time: faster-coco-eval vs pycocotools"),
+}

@@ -1,0 +1,27 @@
+"""Running a trained model: the :class:`Detector` (PyTorch or ONNX Runtime back end), ONNX export
+and its verification, the ONNX file format, and BatchNorm folding.
+
+Submodules load on first use: the ONNX Runtime back end (``onnx_runtime``) imports no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "Detector": "ssdlite.deploy.detector",
+    "Detections": "ssdlite.deploy.detector",
+    "preprocess": "ssdlite.deploy.detector",
+    "export_onnx": "ssdlite.deploy.export",
+    "verify_export": "ssdlite.deploy.export",
+    "OnnxRunner": "ssdlite.deploy.onnx_runtime",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ssdlite.deploy' has no attribute {name!r}")
