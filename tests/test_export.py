@@ -17,7 +17,9 @@ from ssdlite.apps.bench.lively import lively_random_model
 from ssdlite.model.checkpoint import save_checkpoint
 from ssdlite.config import class_names_of, load_config, to_dict
 from ssdlite.deploy.detector import preprocess
-from ssdlite.deploy.export import FORMAT, compare_detections, export_onnx, verify_export
+from ssdlite.deploy.export import export_onnx
+from ssdlite.deploy.onnx_format import FORMAT
+from ssdlite.deploy.verify import compare_detections, verify_export
 from ssdlite.model import build_model
 from ssdlite.deploy.onnx_runtime import OnnxRunner
 

@@ -134,7 +134,7 @@ def test_no_box_and_all_crowd_images_are_fine():
         {"boxes": torch.tensor([[0.0, 0.0, 40.0, 40.0]]), "labels": torch.tensor([2]), "iscrowd": torch.tensor([True])},
     ]
     for mode in ("softmax", "focal"):
-        out = SSDLiteLoss(LossConfig(classification=mode))(logits, deltas, SMALL_ANCHORS, targets)
+        out = SSDLiteLoss(LossConfig(), classification=mode)(logits, deltas, SMALL_ANCHORS, targets)
         assert int(out["num_pos"]) == 0 and float(out["bbox_regression"].detach()) == 0.0
         assert torch.isfinite(out["loss"])
         out["loss"].backward()  # a graph exists even without positives
@@ -156,8 +156,8 @@ def test_focal_loss_is_finite_normalized_and_skips_ignored_anchors():
             "iscrowd": torch.tensor([False, True]),
         }
     ]
-    cfg = LossConfig(classification="focal", focal_alpha=0.75, focal_gamma=2.0)
-    out = SSDLiteLoss(cfg)(logits, torch.zeros(1, 5, 4), SMALL_ANCHORS, targets)
+    cfg = LossConfig(focal_alpha=0.75, focal_gamma=2.0)
+    out = SSDLiteLoss(cfg, classification="focal")(logits, torch.zeros(1, 5, 4), SMALL_ANCHORS, targets)
     # Valid anchors 0..3 (anchor 4 ignored), foreground columns 1..3, one-hot class 2 on anchor 0.
     onehot = torch.zeros(4, 3)
     onehot[0, 2] = 1.0
@@ -167,7 +167,7 @@ def test_focal_loss_is_finite_normalized_and_skips_ignored_anchors():
     changed = logits.clone()
     changed[0, 4] = 50.0  # ignored anchor and column 0: no effect
     changed[0, :, 0] = -7.0
-    out2 = SSDLiteLoss(cfg)(changed, torch.zeros(1, 5, 4), SMALL_ANCHORS, targets)
+    out2 = SSDLiteLoss(cfg, classification="focal")(changed, torch.zeros(1, 5, 4), SMALL_ANCHORS, targets)
     torch.testing.assert_close(out2["classification"], out["classification"])
 
 
@@ -181,7 +181,7 @@ def test_loss_decreases_with_sgd_on_a_tiny_problem():
     for mode in ("softmax", "focal"):
         logits = torch.zeros(2, anchors.shape[0], 6, requires_grad=True)
         deltas = torch.zeros(2, anchors.shape[0], 4, requires_grad=True)
-        loss_fn = SSDLiteLoss(LossConfig(classification=mode))
+        loss_fn = SSDLiteLoss(LossConfig(), classification=mode)
         opt = torch.optim.SGD([logits, deltas], lr=2.0)
         losses = []
         for _ in range(20):

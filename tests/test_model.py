@@ -45,7 +45,7 @@ def test_config_builds_forwards_and_learns(path):
 def _train_steps(model, cfg, x, anchors, targets, steps):
     """SGD steps on one batch; checks the output shapes and that every loss is finite."""
     model.train()
-    crit = SSDLiteLoss(cfg.loss)
+    crit = SSDLiteLoss(cfg.loss, classification=model.classification, box_weights=model.box_weights)
     opt = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
     losses = []
     for _ in range(steps):

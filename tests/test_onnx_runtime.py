@@ -16,7 +16,8 @@ from ssdlite._paths import REPO_ROOT
 from ssdlite.model.checkpoint import save_checkpoint
 from ssdlite.config import load_config
 from ssdlite.deploy.detector import Detector
-from ssdlite.deploy.export import compare_detections, export_onnx
+from ssdlite.deploy.export import export_onnx
+from ssdlite.deploy.verify import compare_detections
 from ssdlite.deploy.onnx_runtime import OnnxRunner
 from test_export import lively_model
 

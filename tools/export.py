@@ -44,7 +44,8 @@ def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ssdlite.model.checkpoint import load_model, save_checkpoint
-    from ssdlite.deploy.export import export_onnx, verify_export
+    from ssdlite.deploy.export import export_onnx
+    from ssdlite.deploy.verify import verify_export
 
     checkpoint = Path(args.checkpoint)
     with tempfile.TemporaryDirectory(prefix="ssdlite_export_") as tmp:

@@ -6,7 +6,17 @@ in checkpoints and ONNX files. This package imports no torch (the ONNX Runtime b
 configs without it).
 """
 
-from ssdlite.config.loader import apply_overrides, check_backbone_name, from_dict, load_config, to_dict
+from ssdlite.config.loader import (
+    FIXED_BY_TRAINING,
+    MOVED_KEYS,
+    apply_overrides,
+    check_backbone_name,
+    from_dict,
+    load_config,
+    migrate,
+    to_dict,
+    trained_config,
+)
 from ssdlite.config.schema import (
     AnchorConfig,
     BackboneConfig,
@@ -26,5 +36,6 @@ from ssdlite.config.schema import (
 __all__ = [
     "AnchorConfig", "BackboneConfig", "Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig",
     "PostprocessConfig", "PreprocessConfig", "SplitConfig", "TrainConfig", "apply_overrides", "category_ids_of",
-    "check_backbone_name", "class_names_of", "from_dict", "load_config", "to_dict",
+    "check_backbone_name", "class_names_of", "from_dict", "load_config", "to_dict", "migrate", "trained_config",
+    "MOVED_KEYS", "FIXED_BY_TRAINING",
 ]

@@ -26,7 +26,22 @@ import yaml
 
 from ssdlite.config.schema import Config, ConfigError, check_values
 
-__all__ = ["load_config", "from_dict", "to_dict", "apply_overrides", "check_backbone_name"]
+__all__ = [
+    "load_config", "from_dict", "to_dict", "apply_overrides", "check_backbone_name", "migrate", "trained_config",
+    "MOVED_KEYS", "FIXED_BY_TRAINING",
+]
+
+# Keys that moved (old -> new). Files written before a move (checkpoints, ONNX metadata, YAML)
+# still load: :func:`migrate` renames them, and ``--set old=...`` means ``--set new=...``.
+MOVED_KEYS: dict[str, str] = {
+    "loss.classification": "model.classification",
+    "loss.box_weights": "model.box_weights",
+}
+
+# What training fixes: every key of these sections or keys (so a new model key is covered
+# without being listed). A trained model (checkpoint or ONNX file) refuses an override that
+# changes one of them: its outputs would no longer mean what the rest of the code reads in them.
+FIXED_BY_TRAINING: tuple[str, ...] = ("model", "preprocess.mean", "preprocess.std")
 
 
 # ----------------------------------------------------------------------------- YAML
@@ -150,10 +165,10 @@ def to_dict(cfg: Any) -> dict:
 
 
 def from_dict(data: dict, overrides: Sequence[str] = ()) -> Config:
-    """Build and validate a :class:`Config` from a nested dict plus ``key=value`` overrides."""
+    """Build and validate a :class:`Config` from a nested dict (old keys migrated) plus ``key=value`` overrides."""
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping at the top level, got {type(data).__name__}")
-    data = apply_overrides(data, overrides)
+    data = apply_overrides(migrate(data), overrides)
     cfg = _build(Config, data)
     check_values(cfg)
     return cfg
@@ -166,7 +181,7 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key=value, e.g. train.lr=0.01")
         key, raw = item.split("=", 1)
-        key = key.strip()
+        key = MOVED_KEYS.get(key.strip(), key.strip())
         try:
             value = _yaml_load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
@@ -195,6 +210,81 @@ def _check_key_path(key: str) -> None:
         prefix += part + "."
 
 
+def migrate(data: dict) -> dict:
+    """A copy of a config dict with every :data:`MOVED_KEYS` entry under its new name.
+
+    Raises :class:`ConfigError` naming both keys when the old and the new one are both given
+    with different values. Anything else is left for validation.
+    """
+    data = copy.deepcopy(data)
+    for old, new in MOVED_KEYS.items():
+        *old_path, old_leaf = old.split(".")
+        parent = _section(data, old_path)
+        if parent is None or old_leaf not in parent:
+            continue
+        value = parent.pop(old_leaf)
+        if not parent and old_path:
+            _section(data, old_path[:-1]).pop(old_path[-1])  # drop a section the move emptied
+        *new_path, new_leaf = new.split(".")
+        target = data
+        for part in new_path:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{part} must be a mapping (it receives {old}, now {new})")
+        if new_leaf in target and target[new_leaf] != value:
+            raise ConfigError(f"{old}={value!r} and {new}={target[new_leaf]!r} disagree: {old} is the old name of {new}; keep {new} only")
+        target.setdefault(new_leaf, value)
+    return data
+
+
+def _warn_moved(data: dict, path: Path) -> None:
+    """A ``FutureWarning`` for each old key name a config file uses (it is read under its new name)."""
+    import warnings
+
+    for old, new in MOVED_KEYS.items():
+        *old_path, leaf = old.split(".")
+        parent = _section(data, old_path)
+        if parent is not None and leaf in parent:
+            warnings.warn(f"{path}: {old} is now {new} (read as such); rename it in the file", FutureWarning, stacklevel=3)
+
+
+def _section(data: dict, path: Sequence[str]) -> dict | None:
+    for part in path:
+        data = data.get(part) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    if isinstance(d, dict):
+        return {k: v for key, sub in d.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): d}
+
+
+def trained_config(stored: dict, overrides: Sequence[str], source: str) -> Config:
+    """The config stored with a trained model (a checkpoint's or an ONNX file's), with ``key=value`` overrides.
+
+    An override that changes a key of :data:`FIXED_BY_TRAINING` (the model section, the input
+    normalization) is refused with a :class:`ConfigError` naming ``source`` and the key: the
+    network's outputs would be read with other anchors, box weights, score function or classes
+    than it was trained for, and every box would be silently wrong. Thresholds (``postprocess.*``),
+    data paths and the like may change.
+    """
+    base = to_dict(from_dict(stored))
+    wanted = apply_overrides(base, overrides)  # checked before validation: the first error names the fixed key
+    before, after = _flat(base), _flat(wanted)
+    fixed = [k for k in before if any(k == f or k.startswith(f + ".") for f in FIXED_BY_TRAINING)]
+    changed = [k for k in fixed if after.get(k) != before[k]]
+    if changed:
+        key = changed[0]
+        more = f" (and {', '.join(changed[1:])})" if len(changed) > 1 else ""
+        raise ConfigError(
+            f"{source}: {key} is fixed by the trained model ({before[key]!r}) and cannot be overridden{more}: "
+            f"with {after.get(key)!r} its outputs would no longer mean what it learned"
+        )
+    return from_dict(wanted)
+
+
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read a YAML config (``yaml.safe_load``), apply ``key=value`` overrides and validate.
 
@@ -214,6 +304,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
         raise ConfigError(f"{path}: not valid YAML{hint}: {detail}") from None
     if data is None:
         data = {}
+    _warn_moved(data, path)
     try:
         cfg = from_dict(data, overrides)
         check_backbone_name(cfg)

@@ -61,6 +61,11 @@ class ModelConfig:
     # before its heads (FPN-style context for the shallow map). Not in the papers.
     stride8_top_down: bool = False
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    # What the raw outputs mean, for the loss, the postprocess and export alike (until version
+    # 0.1 these two were loss.classification and loss.box_weights; old files are migrated):
+    # "softmax" (background column 0, hard-negative mining) or "focal" (sigmoid per class)
+    classification: str = "softmax"
+    box_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)  # box coder (wx, wy, ww, wh)
 
 
 @dataclass(frozen=True)
@@ -73,10 +78,8 @@ class PreprocessConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    classification: str = "softmax"  # "softmax" (hard-negative mining) or "focal" (sigmoid focal)
-    neg_pos_ratio: int = 3
+    neg_pos_ratio: int = 3  # softmax: hard negatives per positive
     iou_threshold: float = 0.5
-    box_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
     focal_alpha: float = 0.75
     focal_gamma: float = 2.0
     bbox_loss_weight: float = 1.0
@@ -144,7 +147,7 @@ class Config:
 _CHOICES: dict[str, tuple[str, ...]] = {
     "model.anchors.layout": ("paper", "torchvision"),
     "preprocess.resize": ("stretch", "letterbox"),
-    "loss.classification": ("softmax", "focal"),
+    "model.classification": ("softmax", "focal"),
     "data.augment": ("ssdlite", "ssd", "none"),
     "train.optimizer": ("sgd", "adamw"),
 }
@@ -184,6 +187,7 @@ def check_values(cfg: Config) -> None:
          "false unless model.anchors.stride8_scales adds the stride-8 map")
     need(0 < m.anchors.min_ratio < m.anchors.max_ratio <= 1.5, "model.anchors.min_ratio", "0 < min_ratio < max_ratio")
     need(0 < m.anchors.lowest_scale <= 1.0, "model.anchors.lowest_scale", "0 < lowest_scale <= 1")
+    need(all(w > 0 for w in m.box_weights), "model.box_weights", "4 positive numbers (wx, wy, ww, wh)")
     need(all(s > 0 for s in cfg.preprocess.std), "preprocess.std", "> 0")
     need(0 <= p.score_thresh <= 1, "postprocess.score_thresh", "in [0, 1]")
     need(0 < p.nms_thresh <= 1, "postprocess.nms_thresh", "in (0, 1]")

@@ -14,7 +14,7 @@ _LAZY = {
     "Detections": "ssdlite.deploy.detector",
     "preprocess": "ssdlite.deploy.detector",
     "export_onnx": "ssdlite.deploy.export",
-    "verify_export": "ssdlite.deploy.export",
+    "verify_export": "ssdlite.deploy.verify",
     "OnnxRunner": "ssdlite.deploy.onnx_runtime",
 }
 

@@ -130,7 +130,11 @@ def preprocess(
 
 
 class _TorchRunner:
-    """Runs the network in PyTorch: BN folded, channels_last, inference mode."""
+    """Runs the network in PyTorch: BN folded, channels_last, inference mode.
+
+    Like every runner it also says what its outputs mean: ``anchors`` ((A, 4) xyxy input px),
+    ``box_weights``, ``classification`` and ``feature_sizes``, all read from the model.
+    """
 
     def __init__(self, model: Any, device: str = "cpu", threads: int | None = None, fold_bn: bool = True) -> None:
         import torch
@@ -145,6 +149,10 @@ class _TorchRunner:
 
             model = fuse_conv_bn(model)
         self.model = model.to(memory_format=torch.channels_last)
+        self.feature_sizes = model.feature_sizes(model.input_size)
+        self.anchors = model.anchors()
+        self.box_weights = model.box_weights
+        self.classification = model.classification
 
     def __call__(self, batch: np.ndarray):
         torch = self.torch
@@ -164,8 +172,9 @@ class Detector:
         model: an ``SSDLite`` network (torch back end) or ``None`` with ``runner`` given.
         cfg: the model's config (input size, preprocess, anchors, postprocess settings).
         score_thresh, nms_thresh, detections_per_img: override ``cfg.postprocess``.
-        runner: a callable ``batch (N,3,H,W) float32 -> (cls_logits, box_deltas)`` (used by the
-            ONNX Runtime back end).
+        runner: a callable ``batch (N,3,H,W) float32 -> (cls_logits, box_deltas)`` that also
+            declares what those outputs mean (``anchors``, ``box_weights``, ``classification``), as
+            the ONNX Runtime back end does from its file's metadata.
     """
 
     def __init__(
@@ -181,7 +190,7 @@ class Detector:
         runner: Callable[[np.ndarray], Any] | None = None,
         fold_bn: bool = True,
     ) -> None:
-        from ssdlite.model.anchors import AnchorGenerator
+        import torch
 
         changes = {
             k: v
@@ -200,17 +209,17 @@ class Detector:
                 raise ValueError("Detector needs a model or a runner")
             runner = _TorchRunner(model, device=device, threads=threads, fold_bn=fold_bn)
             self.backend = "torch"
-            feature_sizes = model.feature_sizes(self.input_size)
         else:
             self.backend = getattr(runner, "name", "custom")
-            feature_sizes = runner.feature_sizes
             if self.backend == "onnxruntime":
-                import torch
-
                 # the postprocess is tiny: a second torch thread pool only fights ONNX Runtime's threads
                 torch.set_num_threads(1)
         self.runner = runner
-        self.anchors = AnchorGenerator(cfg.model.anchors)(self.input_size, feature_sizes)
+        # what the raw outputs mean comes with them, from the model or the exported file
+        anchors = runner.anchors
+        self.anchors = anchors if isinstance(anchors, torch.Tensor) else torch.from_numpy(np.asarray(anchors, dtype=np.float32))
+        self.box_weights = tuple(runner.box_weights)
+        self.classification = runner.classification
 
     @classmethod
     def from_checkpoint(
@@ -273,8 +282,8 @@ class Detector:
             self.anchors,
             self.input_size,
             self.cfg.postprocess,
-            classification=self.cfg.loss.classification,
-            box_weights=self.cfg.loss.box_weights,
+            classification=self.classification,
+            box_weights=self.box_weights,
         )
         out = []
         for (boxes, scores, labels), m in zip(results, maps):

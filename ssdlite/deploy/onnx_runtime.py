@@ -10,20 +10,15 @@ preprocess and postprocess around it (the postprocess uses torch ops).
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ssdlite.deploy.onnx_format import OUTPUTS, check_metadata, read_anchors
+
 __all__ = ["OnnxRunner", "read_metadata"]
-
-FORMAT = "ssdlite-onnx"  # same tag as ssdlite.deploy.export.FORMAT (not imported: export imports torch)
-SUPPORTED_VERSIONS = (1,)
-# Model-section keys an ONNX file fixes: overriding them would describe a different network.
-_FIXED_MODEL_KEYS = ("backbone", "num_classes", "input_size", "extra_channels", "anchors")
-
 
 def read_metadata(path: str | Path, session: Any | None = None) -> dict[str, str]:
     """The ``ssdlite.*`` metadata of an exported file; ValueError naming the file if it has none."""
@@ -31,16 +26,7 @@ def read_metadata(path: str | Path, session: Any | None = None) -> dict[str, str
         import onnxruntime as ort
 
         session = _open_session(Path(path), ort.SessionOptions())
-    meta = dict(session.get_modelmeta().custom_metadata_map)
-    if meta.get("ssdlite.format") != FORMAT:
-        raise ValueError(
-            f"{path} is not an ssdlite export (no metadata 'ssdlite.format' = {FORMAT!r}); "
-            "export a checkpoint with `python tools/export.py --checkpoint CKPT --out model.onnx`"
-        )
-    version = int(meta.get("ssdlite.format_version", "0"))
-    if version not in SUPPORTED_VERSIONS:
-        raise ValueError(f"{path}: ssdlite export format version {version} is not supported (this code reads {SUPPORTED_VERSIONS})")
-    return meta
+    return check_metadata(dict(session.get_modelmeta().custom_metadata_map), path)
 
 
 def _open_session(path: Path, options: Any) -> Any:
@@ -67,7 +53,8 @@ class OnnxRunner:
 
     Attributes:
         name: ``"onnxruntime"``. outputs: ``"raw"`` or ``"nms"``. feature_sizes: ``[(h, w), ...]``.
-        input_size: ``(H, W)``. class_names: list of names. anchors: ``(A, 4)`` float32 xyxy input px.
+        input_size: ``(H, W)``. class_names: list of names. What the raw outputs mean, as the export
+        stored it: anchors ``(A, 4)`` float32 xyxy input px, box_weights, classification.
         postprocess: the stored postprocess settings (dict). batch_size: fixed batch or None (dynamic).
     """
 
@@ -102,29 +89,28 @@ class OnnxRunner:
         self.feature_sizes = [tuple(int(v) for v in s) for s in json.loads(meta["ssdlite.feature_sizes"])]
         self.postprocess: dict = json.loads(meta["ssdlite.postprocess"])
         self.preprocess: dict = json.loads(meta["ssdlite.preprocess"])
-        shape = json.loads(meta["ssdlite.anchors_shape"])
-        self.anchors = np.frombuffer(base64.b64decode(meta["ssdlite.anchors"]), dtype="<f4").reshape(shape).astype(np.float32)
+        self.anchors = read_anchors(meta)
+        self.box_weights = tuple(float(w) for w in self.postprocess["box_weights"])
+        self.classification: str = self.postprocess["classification"]
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.batch_size = inp.shape[0] if isinstance(inp.shape[0], int) else None
         self.output_names = [o.name for o in self.session.get_outputs()]
-        expected = ["cls_logits", "box_deltas"] if self.outputs == "raw" else ["boxes", "scores", "labels", "batch_index"]
+        expected = OUTPUTS.get(self.outputs)
         if self.output_names != expected:
             raise ValueError(f"{self.path}: outputs {self.output_names} do not match an ssdlite '{self.outputs}' export {expected}")
 
     def config(self, overrides: Sequence[str] = ()):
         """The stored :class:`~ssdlite.config.Config` with ``key=value`` overrides (e.g. postprocess.score_thresh=0.3).
 
-        Overrides of what the graph fixes (backbone, classes, input size, extra blocks, anchors) are refused.
+        Overrides of what training and the graph fix (any ``model.*`` key, the input normalization)
+        are refused with a ``ConfigError`` naming the key; so are postprocess changes of a
+        ``--with-nms`` export, whose thresholds are in the graph.
         """
-        from ssdlite.config import from_dict
+        from ssdlite.config import from_dict, trained_config
 
-        stored = from_dict(self._config_dict)
-        cfg = from_dict(self._config_dict, overrides)
-        for key in _FIXED_MODEL_KEYS:
-            if getattr(cfg.model, key) != getattr(stored.model, key):
-                raise ValueError(f"{self.path}: model.{key} is fixed by the exported graph and cannot be overridden")
-        if self.outputs == "nms" and cfg.postprocess != stored.postprocess:
+        cfg = trained_config(self._config_dict, overrides, str(self.path))
+        if self.outputs == "nms" and cfg.postprocess != from_dict(self._config_dict).postprocess:
             raise ValueError(f"{self.path}: the postprocess settings are part of this graph (exported --with-nms); re-export to change them")
         return cfg
 

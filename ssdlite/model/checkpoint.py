@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ssdlite.config import Config, from_dict, to_dict
+from ssdlite.config import Config, from_dict, to_dict, trained_config
 from ssdlite.files import atomic_write
 
 __all__ = [
@@ -118,9 +118,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
-def config_of(state: dict, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """The config stored in a checkpoint, with optional ``key=value`` overrides."""
-    return from_dict(state["config"], overrides)
+def config_of(state: dict, overrides: list[str] | tuple[str, ...] = (), source: str = "checkpoint") -> Config:
+    """The config stored in a checkpoint (old keys migrated), with ``key=value`` overrides.
+
+    Overrides of what training fixed (any ``model.*`` key, the input normalization) are refused
+    with a ``ConfigError`` naming the key (:func:`ssdlite.config.trained_config`).
+    """
+    return trained_config(state["config"], overrides, source)
 
 
 def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> None:
@@ -154,7 +158,7 @@ def load_model(path: str | Path, overrides: list[str] | tuple[str, ...] = (), us
         from_dict(state["config"])
     except ValueError as e:
         raise CheckpointError(f"checkpoint {path}: its stored config is not valid: {e}") from None
-    cfg = config_of(state, overrides)  # an error here names the --set key
+    cfg = config_of(state, overrides, str(path))  # an error here names the --set key
     model = build_model(cfg, load_backbone_weights=False)
     weights = state["ema"] if use_ema and isinstance(state.get("ema"), dict) else state["model"]
     load_state_dict_strict(model, weights, str(path))

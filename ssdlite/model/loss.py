@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import sigmoid_focal_loss
 
-from ssdlite.model.box_coder import encode
+from ssdlite.model.box_coder import DEFAULT_WEIGHTS, encode
 from ssdlite.config import LossConfig
 from ssdlite.model.matcher import BACKGROUND, match_anchors
 
@@ -92,12 +92,16 @@ def hard_negative_mask(cls_loss: Tensor, positive: Tensor, negative: Tensor, neg
 
 
 class SSDLiteLoss:
-    """SSD loss from a :class:`~ssdlite.config.LossConfig`.
+    """SSD loss from a :class:`~ssdlite.config.LossConfig` and what the model's outputs mean.
+
+    ``classification`` and ``box_weights`` are the model's (``SSDLite.classification`` /
+    ``.box_weights``, from ``model.classification`` / ``model.box_weights`` of the config), so the
+    loss trains the outputs the postprocess will read.
 
     ``loss_fn(cls_logits, box_deltas, anchors, targets)`` with
 
     - ``cls_logits``: (N, A, C + 1) raw logits, column 0 = background;
-    - ``box_deltas``: (N, A, 4) raw deltas (weights ``cfg.box_weights``);
+    - ``box_deltas``: (N, A, 4) raw deltas (weights ``box_weights``);
     - ``anchors``: (A, 4) xyxy pixels of the network input;
     - ``targets``: N dicts ``boxes`` (G, 4) float xyxy pixels, ``labels`` (G,) int64 0-based,
       optional ``iscrowd`` (G,) bool.
@@ -107,10 +111,14 @@ class SSDLiteLoss:
     positive anchors in the batch, not clamped).
     """
 
-    def __init__(self, cfg: LossConfig) -> None:
-        if cfg.classification not in ("softmax", "focal"):
-            raise ValueError(f"loss.classification={cfg.classification!r} is not allowed; choose 'softmax' or 'focal'")
+    def __init__(
+        self, cfg: LossConfig, classification: str = "softmax", box_weights: Sequence[float] = DEFAULT_WEIGHTS
+    ) -> None:
+        if classification not in ("softmax", "focal"):
+            raise ValueError(f"model.classification={classification!r} is not allowed; choose 'softmax' or 'focal'")
         self.cfg = cfg
+        self.classification = classification
+        self.box_weights = tuple(box_weights)
 
     def __call__(self, cls_logits: Tensor, box_deltas: Tensor, anchors: Tensor, targets: Sequence[dict]) -> dict[str, Tensor]:
         n, a, c1 = cls_logits.shape
@@ -130,10 +138,10 @@ class SSDLiteLoss:
 
         # Box regression on positives only.
         anchors_pos = anchors.expand(n, a, 4)[positive]
-        target_deltas = encode(gt_boxes[positive], anchors_pos, self.cfg.box_weights)
+        target_deltas = encode(gt_boxes[positive], anchors_pos, self.box_weights)
         bbox_loss = F.smooth_l1_loss(box_deltas[positive], target_deltas, reduction="sum", beta=1.0) / denom
 
-        if self.cfg.classification == "softmax":
+        if self.classification == "softmax":
             # F.cross_entropy(reduction="none") as logsumexp - the target logit: the same values to
             # float rounding, 2x faster on a CPU for (N * A, C + 1) rows of few columns
             cls_loss = torch.logsumexp(cls_logits, dim=-1) - cls_logits.gather(-1, cls_targets[..., None])[..., 0]

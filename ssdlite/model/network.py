@@ -1,9 +1,12 @@
 """The SSDLite network: backbone taps -> four extra blocks -> depthwise-separable prediction heads.
 
 Follows the MobileNetV2 paper (section 6.2) and torchvision's ``models/detection/ssdlite.py``:
-the forward pass returns raw tensors only; anchors, box decoding and NMS live outside it
-(``ssdlite.model.anchors``, ``ssdlite.model.postprocess``) so that export, the loss and both inference back
-ends share one code path each.
+the forward pass returns raw tensors only; box decoding and NMS live outside it
+(``ssdlite.model.postprocess``) so that export, the loss and both inference back ends share one
+code path each. As torchvision's ``SSD`` does, the module owns what its outputs mean: its anchor
+generator (:meth:`SSDLite.anchors`), the box coder's weights and the score function
+(``classification``); the trainer, the ``Detector``, export and (through the exported file) the
+ONNX Runtime back end all take them from here.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from torch.nn import functional as F
 from torchvision.ops.misc import Conv2dNormActivation
 
 import backbones
-from ssdlite.model.anchors import AnchorGenerator
 from ssdlite.config import Config, ModelConfig
+from ssdlite.model.anchors import AnchorGenerator
+from ssdlite.model.box_coder import DEFAULT_WEIGHTS
 
 __all__ = ["SSDLite", "build_model", "detection_norm_layer"]
 
@@ -78,26 +82,39 @@ class SSDLite(nn.Module):
             small-object map, used when ``model.anchors.stride8_scales`` is set).
         num_classes: object classes, background excluded (logits have ``num_classes + 1`` columns,
             column 0 is background).
-        num_anchors: anchors per location for each of the ``len(taps) + len(extra_channels)`` maps.
+        anchor_generator: the default boxes of the ``len(taps) + len(extra_channels)`` maps; its
+            boxes per location set the heads' widths.
         extra_channels: output channels of the extra blocks on the stride-32 tap (already scaled).
+        input_size: ``(H, W)`` of the network input the model is trained and exported at.
+        box_weights: the box coder's ``(wx, wy, ww, wh)``: how ``box_deltas`` encode boxes.
+        classification: ``"softmax"`` (column 0 is the background) or ``"focal"`` (independent
+            sigmoid scores): how ``cls_logits`` become scores.
         norm_layer: normalization for the extras and heads.
         top_down: with a stride-8 tap, add to it the stride-16 tap through a 1x1 conv + BN + ReLU6,
             upsampled x2 (nearest): the shallow stride-8 map gets deeper context, as in FPN (Lin et
             al. 2017). Not in the papers' SSDLite.
 
-    ``forward(images (N, 3, H, W)) -> (cls_logits (N, A, C+1), box_deltas (N, A, 4))``.
+    ``forward(images (N, 3, H, W)) -> (cls_logits (N, A, C+1), box_deltas (N, A, 4))``;
+    ``anchors()`` -> the ``(A, 4)`` xyxy input-pixel boxes those rows refer to.
     """
 
     def __init__(
         self,
         backbone: nn.Module,
         num_classes: int,
-        num_anchors: list[int],
+        anchor_generator: AnchorGenerator,
         extra_channels: list[int],
+        *,
+        input_size: tuple[int, int] = (320, 320),
+        box_weights: tuple[float, float, float, float] = DEFAULT_WEIGHTS,
+        classification: str = "softmax",
         norm_layer: Callable[..., nn.Module] = detection_norm_layer,
         top_down: bool = False,
     ) -> None:
         super().__init__()
+        if classification not in ("softmax", "focal"):
+            raise ValueError(f"classification={classification!r} is not allowed; choose 'softmax' or 'focal'")
+        num_anchors = anchor_generator.num_anchors_per_location()
         tap_channels = list(backbone.out_channels)
         map_channels = tap_channels + list(extra_channels)
         if len(num_anchors) != len(map_channels):
@@ -107,6 +124,11 @@ class SSDLite(nn.Module):
             )
         self.backbone = backbone
         self.num_classes = num_classes
+        # what the outputs mean (plain attributes: the state dict holds weights only)
+        self.anchor_generator = anchor_generator
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.box_weights = tuple(float(w) for w in box_weights)
+        self.classification = classification
         self.num_anchors = list(num_anchors)
         self.map_channels = map_channels
         # extra feature maps, each halving the resolution of the one before
@@ -149,6 +171,15 @@ class SSDLite(nn.Module):
         box_deltas = _flatten_head([head(x) for head, x in zip(self.box_heads, maps)], 4)
         return cls_logits, box_deltas
 
+    def anchors(self, input_size: tuple[int, int] | None = None, device: torch.device | str | None = None) -> Tensor:
+        """``(A, 4)`` float32 xyxy anchors in input pixels, in the order of the outputs' rows.
+
+        ``input_size`` defaults to the model's; computed once per size and device (do not modify
+        the result in place).
+        """
+        size = self.input_size if input_size is None else (int(input_size[0]), int(input_size[1]))
+        return self.anchor_generator(size, self.feature_sizes(size), device)
+
     def feature_sizes(self, input_size: tuple[int, int]) -> list[tuple[int, int]]:
         """(h, w) of every feature map for an input (H, W), from conv arithmetic (no forward pass).
 
@@ -171,7 +202,10 @@ def scaled_extra_channels(m: ModelConfig, min_depth: int = 16) -> list[int]:
 
 
 def build_model(cfg: Config | ModelConfig, load_backbone_weights: bool = True) -> SSDLite:
-    """The SSDLite network a config describes.
+    """The SSDLite network a config describes, with its anchors, box weights and score function.
+
+    The one place a detector is assembled: training, the ``Detector``, export and conversion
+    all build through here and read what the outputs mean from the module.
 
     ``load_backbone_weights=False`` skips ``model.backbone.weights`` (used when a checkpoint
     will overwrite every tensor anyway, so the ImageNet file need not exist on this machine).
@@ -186,8 +220,8 @@ def build_model(cfg: Config | ModelConfig, load_backbone_weights: bool = True) -
         norm_layer=detection_norm_layer,
         stride8=bool(m.anchors.stride8_scales),
     )
-    anchors = AnchorGenerator(m.anchors)
     return SSDLite(
-        backbone, m.num_classes, anchors.num_anchors_per_location(), scaled_extra_channels(m),
+        backbone, m.num_classes, AnchorGenerator(m.anchors), scaled_extra_channels(m),
+        input_size=m.input_size, box_weights=m.box_weights, classification=m.classification,
         top_down=m.stride8_top_down,  # the config allows it only with stride8_scales; SSDLite checks the taps
     )

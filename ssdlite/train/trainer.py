@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ssdlite.model.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
-from ssdlite.config import Config, to_dict
+from ssdlite.config import Config, migrate, to_dict
 from ssdlite.train import distributed as dist
 from ssdlite.train.logger import MetricsLogger
 from ssdlite.train.optim import ModelEMA, build_optimizer, build_scheduler, set_time_progress
@@ -115,7 +115,6 @@ class Trainer:
         self._reported: dict = {}
         self._report_data(self.train_set)
 
-        from ssdlite.model.anchors import AnchorGenerator
         from ssdlite.model.loss import SSDLiteLoss
         from ssdlite.model import build_model
 
@@ -125,8 +124,8 @@ class Trainer:
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self.anchors = AnchorGenerator(cfg.model.anchors)(cfg.model.input_size, model.feature_sizes(cfg.model.input_size)).to(self.device)
-        self.criterion = SSDLiteLoss(cfg.loss)
+        self.anchors = model.anchors(device=self.device)
+        self.criterion = SSDLiteLoss(cfg.loss, classification=model.classification, box_weights=model.box_weights)
         self.ddp = (
             torch.nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if self.distributed
@@ -231,7 +230,7 @@ class Trainer:
 
     def _resume(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.device)
-        saved = state["config"]
+        saved = migrate(state["config"])  # a checkpoint of an older version names moved keys the old way
         diffs = _dict_diff(saved.get("model", {}), to_dict(self.cfg)["model"], "model.")
         if diffs:
             shown = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, a, b in diffs[:5])
