@@ -11,22 +11,22 @@ sampler position.
 from __future__ import annotations
 
 import logging
-import random
 import signal
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ssdlite.model.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
-from ssdlite.config import Config, migrate, to_dict
+from ssdlite.model.checkpoint import save_checkpoint
+from ssdlite.config import Config
 from ssdlite.train import distributed as dist
 from ssdlite.train.logger import MetricsLogger
 from ssdlite.train.optim import ModelEMA, build_optimizer, build_scheduler, set_time_progress
 from ssdlite.train.sampler import ResumableSampler
+from ssdlite.train.resume import restore_training_state, training_state
+from ssdlite.train.seeding import SeededDataset, seed_everything
 
 __all__ = ["Trainer", "NonFiniteLossError"]
 
@@ -37,87 +37,68 @@ class NonFiniteLossError(RuntimeError):
     """Too many consecutive non-finite losses: the run stops instead of saving NaN weights."""
 
 
-class _SeededDataset(torch.utils.data.Dataset):
-    """Seeds every sample's augmentation from (seed, epoch, index): the same sample gets the same
-    augmentation whichever worker loads it, so a resumed run replays an uninterrupted one exactly."""
-
-    def __init__(self, dataset: Any, seed: int) -> None:
-        self.dataset, self.seed, self.epoch = dataset, seed, 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> Any:
-        s = (self.seed * 1_000_003 + self.epoch * 100_003 + index) % (2**31)
-        random.seed(s)
-        np.random.seed(s)
-        torch.manual_seed(s)
-        transform = getattr(self.dataset, "transform", None)
-        if hasattr(transform, "set_random_seed"):
-            transform.set_random_seed(s)
-        return self.dataset[index]
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state()
-    return {
-        "python": list(random.getstate()[1]) + [random.getstate()[2] or 0],
-        "numpy": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
-        "numpy_pos": int(np_state[2]),
-        "torch": torch.get_rng_state(),
-    }
-
-
-def _set_rng_state(state: dict) -> None:
-    py = state["python"]
-    random.setstate((3, tuple(int(v) for v in py[:-1]), None))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), int(state["numpy_pos"])))
-    torch.set_rng_state(state["torch"])
-
-
 class Trainer:
     """Train ``cfg`` into ``output_dir``; see the module docstring."""
 
     def __init__(self, cfg: Config, output_dir: str | Path, resume: bool = False, device: str = "cpu", progress: bool = True) -> None:
+        self.out = Path(output_dir)
+        self._setup_process(cfg.train, device, progress)
+        self.train_set = self._load_train_set(cfg)
+        self.cfg = self._adopt_classes(cfg, self.train_set)
+        self._reported: dict = {}
+        self._report_data(self.train_set)
+        self._build_model()
+        self._build_loader()
+        self._build_optimization()
+        self._init_progress()
+        if resume:
+            self._resume(self.out / "last.pt")
+        self.logger = MetricsLogger(self.out, enabled=dist.is_main(), resume=resume)
+
+    # ------------------------------------------------------------------ set-up steps
+
+    def _setup_process(self, t: Any, device: str, progress: bool) -> None:
+        """Distributed group, device, seeds and determinism of this process."""
         self.distributed = dist.init_distributed(device)
         self.rank, self.world = dist.rank(), dist.world_size()
         if self.distributed and device.startswith("cuda"):
             device = f"cuda:{torch.cuda.current_device()}"
         self.device = torch.device(device)
-        self.out = Path(output_dir)
         self.progress = progress and dist.is_main()
-        t = cfg.train
-        self._seed_everything(t.seed + self.rank)
+        seed_everything(t.seed + self.rank)
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
 
+    @staticmethod
+    def _load_train_set(cfg: Config) -> Any:
+        """The training split, with augmentation; an error when it has nothing to learn from."""
         from ssdlite.data import CocoDetection, build_transforms
 
         if not (cfg.data.train.images and cfg.data.train.annotations):
             raise ValueError("data.train.images and data.train.annotations must be set (in the config or with --set)")
-        cat_ids = list(cfg.model.category_ids) or None
-        self.train_set = CocoDetection(
+        train_set = CocoDetection(
             cfg.data.train.images,
             cfg.data.train.annotations,
             transform=build_transforms(cfg, train=True),
             keep_empty=cfg.data.keep_empty,
             on_unreadable="substitute",  # a bad file is replaced by another sample (counted), batches keep their size
-            category_ids=cat_ids,
+            category_ids=list(cfg.model.category_ids) or None,
         )
-        if not self.train_set.stats.get("boxes", 0):
+        if not train_set.stats.get("boxes", 0):
             raise ValueError(
                 f"{cfg.data.train.annotations} has no usable boxes in {cfg.data.train.images}: nothing to learn "
                 "(run `ssdlite check-data` for the details)"
             )
-        cfg = self._adopt_classes(cfg, self.train_set)
-        self.cfg = cfg
-        self._reported: dict = {}
-        self._report_data(self.train_set)
+        return train_set
 
-        from ssdlite.model.loss import SSDLiteLoss
+    def _build_model(self) -> None:
+        """The network (SyncBN, channels_last, DDP as configured) and the loss, which reads the
+        anchors, box weights and score function from the model."""
         from ssdlite.model import build_model
+        from ssdlite.model.loss import SSDLiteLoss
 
+        cfg = self.cfg
         model = build_model(cfg).to(self.device)
         if cfg.train.sync_bn and self.distributed:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -132,10 +113,13 @@ class Trainer:
             else model
         )
 
+    def _build_loader(self) -> None:
+        """Resumable sampler, per-sample seeded augmentation and the DataLoader."""
         from ssdlite.data import build_loader
 
+        t = self.cfg.train
         self.sampler = ResumableSampler(len(self.train_set), seed=t.seed, rank=self.rank, world=self.world)
-        self.seeded = _SeededDataset(self.train_set, t.seed)
+        self.seeded = SeededDataset(self.train_set, t.seed)
         self.loader = build_loader(
             self.seeded, batch_size=t.batch_size, shuffle=False, workers=t.workers, sampler=self.sampler, drop_last=True, seed=t.seed
         )
@@ -145,6 +129,10 @@ class Trainer:
                 f"train.batch_size={t.batch_size} is larger than the {self.sampler.per_rank} training images per process: lower it"
             )
         self.total_steps = self.steps_per_epoch * t.epochs
+
+    def _build_optimization(self) -> None:
+        """Optimizer, schedule, AMP scaler, EMA and the BatchNorm statistics a skipped step restores."""
+        t, model = self.cfg.train, self.model
         self.optimizer = build_optimizer(model, t, self.world)
         self.scheduler = build_scheduler(self.optimizer, self.total_steps, round(t.warmup_epochs * self.steps_per_epoch))
         self.use_amp = t.amp and self.device.type == "cuda"
@@ -158,6 +146,8 @@ class Trainer:
         ]
         self._norm_backup = [b.clone() for b in self._norm_stats]
 
+    def _init_progress(self) -> None:
+        """Counters a checkpoint saves and a resumed run restores."""
         self.epoch, self.step, self.epoch_step = 0, 0, 0
         self.best_ap = -1.0
         self.nonfinite_total = 0
@@ -166,17 +156,8 @@ class Trainer:
         self.history: list[dict] = []
         self._stop_signal: str | None = None
         self.last_eval = None  # the EvalResult of the latest evaluation (ssdlite.eval.coco), None before the first
-        if resume:
-            self._resume(self.out / "last.pt")
-        self.logger = MetricsLogger(self.out, enabled=dist.is_main(), resume=resume)
 
     # ------------------------------------------------------------------ set-up helpers
-
-    @staticmethod
-    def _seed_everything(seed: int) -> None:
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
 
     @staticmethod
     def _adopt_classes(cfg: Config, dataset: Any) -> Config:
@@ -204,56 +185,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _state(self) -> dict:
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "ema": self.ema.state_dict() if self.ema else None,
-            "ema_updates": self.ema.updates if self.ema else 0,
-            "epoch": self.epoch,
-            "step": self.step,
-            "epoch_step": self.epoch_step,
-            "best_ap": self.best_ap,
-            "nonfinite_total": self.nonfinite_total,
-            "elapsed_s": self._elapsed(),
-            "history": self.history,
-            "rng": _rng_state(),
-            "world_size": self.world,
-        }
-
     def save(self, name: str = "last.pt", **extra: Any) -> Path:
         path = self.out / name
         if dist.is_main():
-            save_checkpoint(path, self.model, self.cfg, **self._state(), **extra)
+            save_checkpoint(path, self.model, self.cfg, **training_state(self), **extra)
         return path
 
     def _resume(self, path: Path) -> None:
-        state = load_checkpoint(path, map_location=self.device)
-        saved = migrate(state["config"])  # a checkpoint of an older version names moved keys the old way
-        diffs = _dict_diff(saved.get("model", {}), to_dict(self.cfg)["model"], "model.")
-        if diffs:
-            shown = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, a, b in diffs[:5])
-            raise ValueError(f"{path} was trained with a different model config ({shown}); resume with the same --config and --set values")
-        load_state_dict_strict(self.model, state["model"], str(path))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema and state.get("ema"):
-            self.ema.load_state_dict(state["ema"], state.get("ema_updates", 0))
-        self.epoch, self.step, self.epoch_step = state["epoch"], state["step"], state["epoch_step"]
-        self.best_ap = state.get("best_ap", -1.0)
-        self.nonfinite_total = state.get("nonfinite_total", 0)
-        self.elapsed_s = float(state.get("elapsed_s", 0.0))
-        self.history = list(state.get("history", []))
-        if state.get("world_size", 1) == self.world:
-            _set_rng_state(state["rng"])
+        restore_training_state(self, path)
         if dist.is_main():
             print(f"resumed from {path}: epoch {self.epoch}, step {self.step}", flush=True)
 
     # ------------------------------------------------------------------ signals
 
-    def _elapsed(self) -> float:
+    def elapsed(self) -> float:
         """Seconds of training so far, earlier runs of a resumed run included."""
         return self.elapsed_s if self._start is None else time.monotonic() - self._start
 
@@ -288,7 +233,7 @@ class Trainer:
                 if dist.is_main():
                     print(f"SIGTERM: saved {self.out / 'last.pt'} at epoch {self.epoch} step {self.step}; resume with --resume", flush=True)
         finally:
-            self.elapsed_s, self._start = self._elapsed(), None
+            self.elapsed_s, self._start = self.elapsed(), None
             if old is not None:
                 signal.signal(signal.SIGTERM, old)
             self.logger.close()
@@ -307,62 +252,24 @@ class Trainer:
         self.save("last.pt")
 
     def _train_epoch(self, start: float) -> str | None:
+        """One epoch (from ``epoch_step`` on); returns why it stopped early ("SIGTERM", "time budget") or None."""
         t = self.cfg.train
         self.sampler.set_epoch(self.epoch, self.epoch_step * t.batch_size)
         self.seeded.epoch = self.epoch
         self.ddp.train()
         sums = {"loss": 0.0, "bbox_regression": 0.0, "classification": 0.0}
-        n_ok = 0
-        consecutive = 0
-        seen = 0
-        t0 = time.monotonic()
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=self.steps_per_epoch, initial=self.epoch_step, desc=f"epoch {self.epoch + 1}/{t.epochs}", unit="it", dynamic_ncols=True)
+        n_ok, seen, t0 = 0, 0, time.monotonic()
+        self._consecutive = 0
+        bar = self._progress_bar()
         try:
             for images, targets in self.loader:
                 if self.epoch_step >= self.steps_per_epoch:
                     break
-                images = images.to(self.device, non_blocking=True)
-                if t.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in tg.items()} for tg in targets]
-                if self._norm_stats:
-                    torch._foreach_copy_(self._norm_backup, self._norm_stats)
-                with torch.autocast(self.device.type, enabled=self.use_amp):
-                    cls_logits, box_deltas = self.ddp(images)
-                losses = self.criterion(cls_logits.float(), box_deltas.float(), self.anchors, targets)
-                loss = losses["loss"]
-                nonfinite = dist.broadcast_flag(not bool(torch.isfinite(loss)))  # any rank: all skip
-                self.optimizer.zero_grad(set_to_none=True)
-                if not nonfinite:
-                    self.scaler.scale(loss).backward()
-                    if t.clip_grad_norm > 0:
-                        self.scaler.unscale_(self.optimizer)
-                        torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                    if self.ema:
-                        self.ema.update(self.model)
-                    consecutive = 0
+                losses = self._train_step(images, targets)
+                if losses is not None:
                     n_ok += 1
                     for k in sums:
                         sums[k] += float(losses[k].detach())
-                else:
-                    if self._norm_stats:  # undo this forward's update of the BN statistics
-                        torch._foreach_copy_(self._norm_stats, self._norm_backup)
-                    consecutive += 1
-                    self.nonfinite_total += 1
-                    log.warning("non-finite loss at step %d (skipped; %d in a row)", self.step, consecutive)
-                    if consecutive >= t.max_nonfinite:
-                        raise NonFiniteLossError(
-                            f"{consecutive} consecutive non-finite losses (step {self.step}, lr {self.scheduler.get_last_lr()[0]:.4g}): "
-                            "the learning rate is probably too high for this batch size (lower train.lr or raise "
-                            "train.warmup_epochs, or set train.clip_grad_norm), or the data has broken boxes "
-                            "(run `ssdlite check-data`). No checkpoint with NaN weights was written."
-                        )
                 # one collective: a stop signal on any rank, and the slowest rank's elapsed time, so that
                 # every rank sets the same learning rate and stops at the same step
                 signal, elapsed = dist.all_reduce_max([float(self._stop_signal is not None), time.monotonic() - start])
@@ -372,12 +279,7 @@ class Trainer:
                 self.step += 1
                 self.epoch_step += 1
                 seen += images.shape[0] * self.world
-                if bar is not None:
-                    rate = seen / max(1e-9, time.monotonic() - t0)
-                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{self.scheduler.get_last_lr()[0]:.4g}", ips=f"{rate:.1f}")
-                    bar.update(1)
-                if self.progress and self.step % 20 == 0:
-                    self.logger.scalars({"train/loss": float(loss.detach()), "train/lr": self.scheduler.get_last_lr()[0]}, self.step)
+                self._show_progress(bar, losses, seen / max(1e-9, time.monotonic() - t0))
                 if signal:
                     return "SIGTERM"
                 if t.time_budget_s > 0 and elapsed >= t.time_budget_s:
@@ -390,6 +292,67 @@ class Trainer:
             self._last_train["lr"] = self.scheduler.get_last_lr()[0]
             self._last_train["nonfinite_total"] = self.nonfinite_total
         return None
+
+    def _train_step(self, images: torch.Tensor, targets: list[dict]) -> dict | None:
+        """Forward, loss, backward and optimizer step on one batch; None when the loss was not
+        finite on any rank (the step is skipped on all, BN statistics restored)."""
+        t = self.cfg.train
+        images = images.to(self.device, non_blocking=True)
+        if t.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in tg.items()} for tg in targets]
+        if self._norm_stats:
+            torch._foreach_copy_(self._norm_backup, self._norm_stats)
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            cls_logits, box_deltas = self.ddp(images)
+        losses = self.criterion(cls_logits.float(), box_deltas.float(), self.anchors, targets)
+        loss = losses["loss"]
+        nonfinite = dist.broadcast_flag(not bool(torch.isfinite(loss)))  # any rank: all skip
+        self.optimizer.zero_grad(set_to_none=True)
+        if nonfinite:
+            self._skip_nonfinite_step()
+            return None
+        self.scaler.scale(loss).backward()
+        if t.clip_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema:
+            self.ema.update(self.model)
+        self._consecutive = 0
+        return losses
+
+    def _skip_nonfinite_step(self) -> None:
+        if self._norm_stats:  # undo this forward's update of the BN statistics
+            torch._foreach_copy_(self._norm_stats, self._norm_backup)
+        self._consecutive += 1
+        self.nonfinite_total += 1
+        log.warning("non-finite loss at step %d (skipped; %d in a row)", self.step, self._consecutive)
+        if self._consecutive >= self.cfg.train.max_nonfinite:
+            raise NonFiniteLossError(
+                f"{self._consecutive} consecutive non-finite losses (step {self.step}, lr {self.scheduler.get_last_lr()[0]:.4g}): "
+                "the learning rate is probably too high for this batch size (lower train.lr or raise "
+                "train.warmup_epochs, or set train.clip_grad_norm), or the data has broken boxes "
+                "(run `ssdlite check-data`). No checkpoint with NaN weights was written."
+            )
+
+    def _progress_bar(self) -> Any:
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        t = self.cfg.train
+        return tqdm(total=self.steps_per_epoch, initial=self.epoch_step, desc=f"epoch {self.epoch + 1}/{t.epochs}", unit="it", dynamic_ncols=True)
+
+    def _show_progress(self, bar: Any, losses: dict | None, rate: float) -> None:
+        lr = self.scheduler.get_last_lr()[0]
+        loss = float(losses["loss"].detach()) if losses is not None else float("nan")
+        if bar is not None:
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.4g}", ips=f"{rate:.1f}")
+            bar.update(1)
+        if self.progress and self.step % 20 == 0:
+            self.logger.scalars({"train/loss": loss, "train/lr": lr}, self.step)
 
     def detector(self):
         """A :class:`~ssdlite.deploy.detector.Detector` on the current weights (the EMA when on)."""
@@ -425,13 +388,3 @@ def _main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def _dict_diff(a: Any, b: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """Dotted keys whose values differ between two nested dicts, with both values."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _dict_diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [(prefix.rstrip("."), a, b)]
