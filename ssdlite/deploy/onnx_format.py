@@ -36,7 +36,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
