@@ -378,7 +378,8 @@ def run_demo(
         from ssdlite.eval.predict import evaluate_detector
 
         result = evaluate_detector(detector, cfg.data.val.images, cfg.data.val.annotations, batch_size=16, progress=progress)
-    from ssdlite.eval.coco import format_per_class, format_summary, plot_pr_curves
+    from ssdlite.eval.plots import plot_pr_curves
+    from ssdlite.eval.report import format_per_class, format_summary
 
     (out / "metrics.json").write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
     plot_pr_curves(result, out / "pr_curves.png")
