@@ -146,7 +146,7 @@ def draw_val_images(detector: Any, images_dir: str | os.PathLike, annotations: s
     per class) and the ground truth (thin white boxes) on the first ``count`` images of a COCO json;
     writes ``out_dir/<file name>`` JPEGs and returns their paths."""
     from ssdlite.data.coco import load_image
-    from ssdlite.apps.video import draw_detections
+    from ssdlite.apps.draw import draw_detections
 
     data = json.loads(Path(annotations).read_text(encoding="utf-8"))
     boxes_of: dict[int, list[list[float]]] = {}
