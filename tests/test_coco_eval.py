@@ -12,16 +12,10 @@ import numpy as np
 import pytest
 
 from ssdlite._paths import shared_data_dir
-from ssdlite.eval.coco import (
-    EVALUATORS,
-    STAT_NAMES,
-    EvalResult,
-    detections_to_coco_results,
-    evaluate_coco,
-    format_per_class,
-    format_summary,
-    plot_pr_curves,
-)
+from ssdlite.eval.backends import EVALUATORS
+from ssdlite.eval.coco import STAT_NAMES, EvalResult, detections_to_coco_results, evaluate_coco
+from ssdlite.eval.plots import plot_pr_curves
+from ssdlite.eval.report import format_per_class, format_summary
 
 TOL = 1e-9
 
@@ -222,7 +216,7 @@ def test_lean_results_index_equals_loadres():
     """Our results loader sets exactly what loadRes sets (except the unused polygon)."""
     from faster_coco_eval import COCO
 
-    from ssdlite.eval.coco import _results_as_coco
+    from ssdlite.eval.backends import _results_as_coco
 
     gt, dets = _make_case(2)
     ref = COCO(copy.deepcopy(gt)).loadRes(copy.deepcopy(dets))
@@ -239,7 +233,7 @@ def test_lean_prepare_equals_stock_prepare():
     """Our COCOeval_faster._prepare hands the C++ side the same data as the stock one."""
     from faster_coco_eval import COCO, COCOeval_faster
 
-    from ssdlite.eval.coco import _box_evaluator_class, _results_as_coco
+    from ssdlite.eval.backends import _box_evaluator_class, _results_as_coco
 
     for seed in (0, 3):
         gt, dets = _make_case(seed)

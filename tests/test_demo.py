@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from ssdlite.eval.coco import STAT_NAMES
-from ssdlite.apps.demo import make_shapes_video, run_demo
+from ssdlite.apps.demo import run_demo
+from ssdlite.apps.demo_video import make_shapes_video
 
 
 def _frames(path) -> list[np.ndarray]:
@@ -114,7 +115,7 @@ def test_training_process_gets_sigterm_when_the_demo_dies(tmp_path):
     flag = tmp_path / "sigterm_seen"
     child = (
         "import os, signal, sys, time\n"
-        "from ssdlite.apps.demo import _die_with_parent\n"
+        "from ssdlite.apps.launch import _die_with_parent\n"
         f"signal.signal(signal.SIGTERM, lambda *a: (open({str(flag)!r}, 'w').close(), sys.exit(0)))\n"
         "_die_with_parent(int(sys.argv[1]))\n"
         "print('ready', flush=True)\n"

@@ -12,17 +12,10 @@ import numpy as np
 import pytest
 
 from ssdlite.deploy.detector import Detections
-from ssdlite.apps.video import (
-    LatestFrameSource,
-    SequentialSource,
-    SourceError,
-    class_color,
-    default_save_path,
-    draw_detections,
-    open_source,
-    parse_classes,
-    run_detection,
-)
+from ssdlite.apps.draw import class_color, draw_detections
+from ssdlite.apps.sinks import default_save_path
+from ssdlite.apps.sources import LatestFrameSource, SequentialSource, SourceError, open_source
+from ssdlite.apps.video import parse_classes, run_detection
 
 NAMES = ["person", "car", "dog"]
 
@@ -157,7 +150,7 @@ class ListSource:
         self.images, self.closed = images, False
 
     def __iter__(self):
-        from ssdlite.apps.video import Frame
+        from ssdlite.apps.sources import Frame
 
         for i, image in enumerate(self.images):
             yield Frame(i, image, i / self.fps, time.perf_counter())

@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> int:
     from ssdlite.deploy.detector import Detector
-    from ssdlite.apps.video import default_save_path, open_source, parse_classes, run_detection
+    from ssdlite.apps.sinks import default_save_path
+    from ssdlite.apps.sources import open_source
+    from ssdlite.apps.video import parse_classes, run_detection
 
     if args.max_frames is not None and args.max_frames < 1:
         raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")

@@ -93,7 +93,9 @@ def predict_results(args: argparse.Namespace) -> tuple[list[dict], str]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ssdlite.eval.coco import evaluate_coco, format_per_class, format_summary, plot_pr_curves
+    from ssdlite.eval.coco import evaluate_coco
+    from ssdlite.eval.plots import plot_pr_curves
+    from ssdlite.eval.report import format_per_class, format_summary
 
     _check_args(args)
     if args.checkpoint:

@@ -1,3 +1,4 @@
 """The applications built on the library: the ``ssdlite`` command line (``cli``), the embedded demo
-(``demo``), live detection on cameras, streams, videos and folders (``video``, ``sources``) and the
-benchmarks (``bench``). ``tools/`` holds their thin entry points."""
+(``demo``; its video step ``demo_video`` and its training launcher ``launch``), live detection on
+cameras, streams, videos and folders (the loop ``video``, frame ``sources``, ``draw`` and the output
+``sinks``) and the benchmarks (``bench``). ``tools/`` holds their thin entry points."""

@@ -11,7 +11,8 @@ a folder of images or one image.
   ``stall_timeout`` seconds, then the run ends with a message.
 * Other files are read sequentially, every frame (:class:`SequentialSource`).
 
-:mod:`ssdlite.apps.video` draws and writes what a detector finds in these frames.
+:func:`ssdlite.apps.video.run_detection` runs a detector on these frames; :mod:`ssdlite.apps.draw`
+and :mod:`ssdlite.apps.sinks` draw and write what it finds.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_distributed", "is_main", "world_size", "rank", "all_gather_list", "barrier", "cleanup", "broadcast_flag", "all_reduce_max", "broadcast_buffers"]
+__all__ = ["init_distributed", "is_main", "world_size", "rank", "all_gather_list", "barrier", "cleanup", "broadcast_flag", "all_reduce_max", "broadcast_buffers", "free_port"]
 
 
 def init_distributed(device: str) -> bool:
@@ -79,6 +79,16 @@ def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
     for buf in module.buffers():
         if buf.is_floating_point() or buf.dtype in (torch.int64, torch.int32):
             dist.broadcast(buf.data, src=src)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the OS picks it), e.g. for ``MASTER_PORT`` of processes
+    started on one machine."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def cleanup() -> None:

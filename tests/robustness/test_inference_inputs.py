@@ -145,7 +145,7 @@ class FakeSource:
         self.images, self.closed = images, False
 
     def __iter__(self):
-        from ssdlite.apps.video import Frame
+        from ssdlite.apps.sources import Frame
 
         for i, image in enumerate(self.images):
             yield Frame(i, image, i / self.fps, time.perf_counter())
