@@ -15,7 +15,8 @@ from ssdlite._paths import REPO_ROOT
 from ssdlite.model.anchors import AnchorGenerator
 from ssdlite.apps.bench.lively import lively_random_model
 from ssdlite.model.checkpoint import save_checkpoint
-from ssdlite.config import class_names_of, load_config, to_dict
+from ssdlite.config import load_config, to_dict
+from ssdlite.data.names import class_names_of
 from ssdlite.deploy.detector import preprocess
 from ssdlite.deploy.export import export_onnx
 from ssdlite.deploy.onnx_format import FORMAT

@@ -38,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     trainer = Trainer(cfg, args.output, resume=args.resume, device=args.device, progress=not args.no_progress)
     final = trainer.fit()
-    from ssdlite.train import distributed as dist
+    from ssdlite import distributed as dist
 
     if dist.is_main() and final:
         shown = {k: final[k] for k in ("epoch", "AP", "AP50") if k in final}

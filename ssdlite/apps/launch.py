@@ -35,7 +35,7 @@ def _train_worker(rank: int, world: int, port: int, cfg: Any, out: str, threads:
 
     _die_with_parent(parent_pid)
 
-    from ssdlite.train import distributed as dist
+    from ssdlite import distributed as dist
     from ssdlite.train.trainer import Trainer
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
@@ -66,7 +66,7 @@ def train_demo_model(cfg: Any, out_dir: str | os.PathLike, processes: int = 1, t
         return trainer.step, trainer.step * cfg.train.batch_size, trainer.last_eval
     import torch.multiprocessing as mp
 
-    from ssdlite.train.distributed import free_port
+    from ssdlite.distributed import free_port
 
     try:
         mp.spawn(_train_worker, args=(processes, free_port(), cfg, str(out_dir), threads, progress, os.getpid()), nprocs=processes, join=True)

@@ -29,13 +29,11 @@ from ssdlite.config.schema import (
     PreprocessConfig,
     SplitConfig,
     TrainConfig,
-    category_ids_of,
-    class_names_of,
 )
 
 __all__ = [
     "AnchorConfig", "BackboneConfig", "Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig",
-    "PostprocessConfig", "PreprocessConfig", "SplitConfig", "TrainConfig", "apply_overrides", "category_ids_of",
-    "check_backbone_name", "class_names_of", "from_dict", "load_config", "to_dict", "migrate", "trained_config",
+    "PostprocessConfig", "PreprocessConfig", "SplitConfig", "TrainConfig", "apply_overrides",
+    "check_backbone_name", "from_dict", "load_config", "to_dict", "migrate", "trained_config",
     "MOVED_KEYS", "FIXED_BY_TRAINING",
 ]

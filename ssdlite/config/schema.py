@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = [
     "BackboneConfig", "AnchorConfig", "ModelConfig", "PreprocessConfig", "LossConfig", "PostprocessConfig",
-    "SplitConfig", "DataConfig", "TrainConfig", "Config", "ConfigError", "check_values", "class_names_of", "category_ids_of",
+    "SplitConfig", "DataConfig", "TrainConfig", "Config", "ConfigError", "check_values",
 ]
 
 
@@ -217,25 +217,3 @@ def _get(cfg: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         cfg = getattr(cfg, part)
     return cfg
-
-
-def class_names_of(m: ModelConfig) -> list[str]:
-    """The model's class names: ``m.class_names``, else COCO's 80 names (80 classes) or ``class_<i>``."""
-    if m.class_names:
-        return list(m.class_names)
-    if m.num_classes == 80:
-        from ssdlite.data.names import COCO80_NAMES
-
-        return list(COCO80_NAMES)
-    return [f"class_{i}" for i in range(m.num_classes)]
-
-
-def category_ids_of(m: ModelConfig) -> list[int]:
-    """Dataset category id of each label: ``m.category_ids``, else COCO's 80 ids (80 classes) or 1..C."""
-    if m.category_ids:
-        return list(m.category_ids)
-    if m.num_classes == 80:
-        from ssdlite.data.names import COCO80_IDS
-
-        return list(COCO80_IDS)
-    return list(range(1, m.num_classes + 1))

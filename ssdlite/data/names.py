@@ -1,6 +1,15 @@
-"""COCO category names and ids (instances_*2017.json order)."""
+"""Class names and dataset category ids: COCO's (instances_*2017.json order) and a model's own.
+
+:func:`class_names_of` / :func:`category_ids_of` give a model's labels their names and ids: those
+stored in its config, else COCO's for an 80-class model, else ``class_<i>`` / ``1..C``.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ssdlite.config import ModelConfig
 
 # The 80 COCO categories with their official ids (1..90 with gaps).
 COCO_CATEGORIES: tuple[tuple[int, str], ...] = (
@@ -29,3 +38,21 @@ COCO80_NAMES: tuple[str, ...] = tuple(n for _, n in COCO_CATEGORIES)
 _BY_ID = dict(COCO_CATEGORIES)
 COCO90_IDS: tuple[int, ...] = tuple(range(1, 91))
 COCO90_NAMES: tuple[str, ...] = tuple(_BY_ID.get(i, "N/A") for i in COCO90_IDS)
+
+
+def class_names_of(m: "ModelConfig") -> list[str]:
+    """The model's class names: ``m.class_names``, else COCO's 80 names (80 classes) or ``class_<i>``."""
+    if m.class_names:
+        return list(m.class_names)
+    if m.num_classes == 80:
+        return list(COCO80_NAMES)
+    return [f"class_{i}" for i in range(m.num_classes)]
+
+
+def category_ids_of(m: "ModelConfig") -> list[int]:
+    """Dataset category id of each label: ``m.category_ids``, else COCO's 80 ids (80 classes) or 1..C."""
+    if m.category_ids:
+        return list(m.category_ids)
+    if m.num_classes == 80:
+        return list(COCO80_IDS)
+    return list(range(1, m.num_classes + 1))

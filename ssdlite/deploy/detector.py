@@ -12,7 +12,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ssdlite.config import Config, PreprocessConfig, class_names_of
+from ssdlite.config import Config, PreprocessConfig
+from ssdlite.data.names import class_names_of
 from ssdlite.data.images import resize_image
 
 __all__ = ["Detections", "Detector", "preprocess", "Letterbox", "COLOR_ORDERS"]

@@ -40,7 +40,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ssdlite.config import Config, class_names_of, to_dict
+from ssdlite.config import Config, to_dict
+from ssdlite.data.names import class_names_of
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SUPPORTED_VERSIONS", "OUTPUTS", "build_metadata", "check_metadata", "read_anchors"]
 

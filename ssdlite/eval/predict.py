@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ssdlite.config import category_ids_of
+from ssdlite.data.names import category_ids_of
 
 __all__ = ["predict_coco", "evaluate_detector"]
 
@@ -108,7 +108,7 @@ def evaluate_detector(
     """COCO box metrics (an ``EvalResult``) of ``detector`` on a dataset; with ``distributed``
     each rank predicts its shard and rank 0 scores the gathered results (others return None)."""
     from ssdlite.eval.coco import evaluate_coco
-    from ssdlite.train import distributed as dist
+    from ssdlite import distributed as dist
 
     shard = (dist.rank(), dist.world_size()) if distributed else (0, 1)
     results = predict_coco(detector, images_dir, annotations, batch_size, progress and dist.is_main(), shard)

@@ -248,10 +248,11 @@ def classification_rows(table: Iterable[Published] = CLASSIFICATION_TABLES, num_
 
 def detection_row(config_path: str | Path, overrides: Sequence[str] = ()) -> ComplexityRow:
     """The detector of a config (``ssdlite.build_model``) at its input size, beside Table 6 (params M, MAdds B)."""
-    import ssdlite
+    from ssdlite.config import load_config
+    from ssdlite.model.network import build_model
 
-    cfg = ssdlite.load_config(config_path, overrides)
-    model = ssdlite.build_model(cfg)
+    cfg = load_config(config_path, overrides)
+    model = build_model(cfg)
     stem = Path(config_path).stem
     published = SSDLITE320_TABLE6.get(stem)
     source = SSDLITE320_TABLE6_SOURCE if published else "(no published figure)"

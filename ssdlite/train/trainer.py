@@ -21,7 +21,7 @@ import torch
 
 from ssdlite.model.checkpoint import save_checkpoint
 from ssdlite.config import Config
-from ssdlite.train import distributed as dist
+from ssdlite import distributed as dist
 from ssdlite.train.logger import MetricsLogger
 from ssdlite.train.optim import ModelEMA, build_optimizer, build_scheduler, set_time_progress
 from ssdlite.train.sampler import ResumableSampler
