@@ -244,7 +244,7 @@ def draw_val_images(detector: Any, images_dir: str | os.PathLike, annotations: s
     """Draw ``detector``'s detections (score >= ``score_thresh``, class name and score in a stable colour
     per class) and the ground truth (thin white boxes) on the first ``count`` images of a COCO json;
     writes ``out_dir/<file name>`` JPEGs and returns their paths."""
-    from ssdlite.data.coco import load_image
+    from ssdlite.data.images import load_image
     from ssdlite.apps.draw import draw_detections
 
     data = json.loads(Path(annotations).read_text(encoding="utf-8"))

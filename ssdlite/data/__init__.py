@@ -3,7 +3,7 @@
 ``CocoDetection(image_dir, annotation_json, transform=build_transforms(cfg, train=True))``
 gives ``(image (3, H, W) float32, target)`` samples; ``build_loader(dataset, ...)`` batches
 them into ``(images (N, 3, H, W), [target, ...])``. See :mod:`ssdlite.data.coco` for the
-target contract and the data faults that are counted.
+target contract and :mod:`ssdlite.data.problems` for the data faults that are counted.
 
 Submodules load on first use, so ``from ssdlite.data import load_image`` does not import
 albumentations.
@@ -16,8 +16,8 @@ from typing import Any
 
 _LAZY = {
     "CocoDetection": "ssdlite.data.coco",
-    "Problem": "ssdlite.data.coco",
-    "load_image": "ssdlite.data.coco",
+    "Problem": "ssdlite.data.problems",
+    "load_image": "ssdlite.data.images",
     "build_loader": "ssdlite.data.loader",
     "collate": "ssdlite.data.loader",
     "seed_worker": "ssdlite.data.loader",
@@ -28,8 +28,8 @@ _LAZY = {
     "build_augmentation": "ssdlite.data.transforms",
     "build_transforms": "ssdlite.data.transforms",
     "normalize": "ssdlite.data.transforms",
-    "resize_geometry": "ssdlite.data.transforms",
-    "resize_image": "ssdlite.data.transforms",
+    "resize_geometry": "ssdlite.data.images",
+    "resize_image": "ssdlite.data.images",
 }
 
 __all__ = list(_LAZY)

@@ -7,7 +7,7 @@
 The checks are :class:`ssdlite.data.CocoDetection`'s own (the json while it is parsed, then
 every image file), so the report names exactly what training will skip, drop, clamp or
 repair, and its counts are the ones the training log prints (``CocoDetection.stats``).
-Problem kinds: see :mod:`ssdlite.data.coco`; on top of them the report flags a dataset with
+Problem kinds: see :mod:`ssdlite.data.problems`; on top of them the report flags a dataset with
 no images (``no_images``) or no usable box at all (``no_boxes``): training would have nothing
 to learn from.
 
@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ssdlite.data.coco import LOAD_PROBLEMS, PARSE_PROBLEMS, CocoDetection, Problem
+from ssdlite.data.coco import CocoDetection
+from ssdlite.data.problems import LOAD_PROBLEMS, PARSE_PROBLEMS, Problem
 
 __all__ = ["Report", "check_dataset", "PROBLEM_KINDS", "DATASET_PROBLEMS"]
 
@@ -57,7 +58,7 @@ class Report:
 
     problems: each fault once (kind, annotation id, image id, file, detail), json faults first.
     counts: ``CocoDetection.stats`` (images, images_kept, annotations, boxes, crowd_boxes and
-        every problem kind of :mod:`ssdlite.data.coco`) plus ``no_images`` / ``no_boxes``.
+        every problem kind of :mod:`ssdlite.data.problems`) plus ``no_images`` / ``no_boxes``.
     decoded: whether every image file was decoded (else only opened and its header checked).
     """
 

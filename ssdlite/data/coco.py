@@ -1,260 +1,45 @@
-"""COCO-format detection dataset with compact, fork-friendly storage and counted data faults.
+"""The torch ``Dataset`` of COCO-format detection samples: compact, fork-friendly, faults counted.
 
-:class:`CocoDetection` parses an instances json once and keeps what training needs in a
-handful of numpy arrays (one concatenated ``(M, 4)`` box array with per-image offsets, label
-and crowd arrays, and the file names as one utf-8 blob with offsets), then drops the parsed
-json. Forked DataLoader workers therefore never touch millions of Python objects, which is
-what makes them copy the parent's memory page by page (pytorch/pytorch#13246).
+:class:`CocoDetection` reads its annotation json once with
+:func:`ssdlite.data.coco_index.read_coco_index`, which keeps what training needs in a handful
+of numpy arrays and drops the parsed json: forked DataLoader workers therefore never touch
+millions of Python objects, which is what makes them copy the parent's memory page by page
+(pytorch/pytorch#13246). Image files are read with OpenCV (:mod:`ssdlite.data.images`).
 
 Every fault found on the way is repaired or skipped, counted in :attr:`CocoDetection.stats`
-and named in :attr:`CocoDetection.problems` (one :class:`Problem` per annotation or file), so
-that a report can list each one and a training log can repeat the counts:
-
-========================  =============================================================
-``invalid_images``        image entry without an integer ``id`` or a ``file_name`` (dropped)
-``duplicate_image_ids``   a later image entry reusing an id (dropped; the first one wins)
-``missing_image_size``    ``width``/``height`` absent or not positive (boxes clamped at load)
-``unknown_image``         annotation whose ``image_id`` is not an image (dropped)
-``unknown_category``      annotation whose ``category_id`` is not a category (dropped)
-``invalid_boxes``         ``bbox`` missing, not 4 numbers, NaN or infinite (dropped)
-``clamped_boxes``         box more than 1 px outside the image (clamped, kept)
-``degenerate_boxes``      width or height <= 1 px after clamping (dropped)
-``missing_images``        image file absent (sample skipped, found at load time)
-``unreadable_images``     file not decodable: truncated, not an image, ... (skipped at load)
-``size_mismatch``         decoded size differs from the json (decoded wins, boxes re-clamped)
-``exif_orientation``      the json size is the file's size *before* its EXIF rotation: the
-                          boxes were drawn on the stored pixels, so the rotation is ignored
-========================  =============================================================
-
-The last four are found while loading samples; the flags live in shared memory so the
-counts seen by the main process include what every DataLoader worker found.
+and named in :attr:`CocoDetection.problems` (one :class:`ssdlite.data.problems.Problem` per
+annotation or file): the json's while it is parsed, the files' (``missing_images``,
+``unreadable_images``, ``size_mismatch``, ``exif_orientation``) while samples load. The table
+of problem kinds is in :mod:`ssdlite.data.problems`. The load flags live in shared memory so
+the counts seen by the main process include what every DataLoader worker found.
 """
 
 from __future__ import annotations
 
-import array
-import gc
-import json
 import logging
-import math
 import os
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["CocoDetection", "Problem", "load_image", "PARSE_PROBLEMS", "LOAD_PROBLEMS"]
+from ssdlite.data.coco_index import CocoIndex, read_coco_index
+from ssdlite.data.images import _decode_bytes, _looks_decodable, _stored_orientation
+from ssdlite.data.problems import LOAD_PROBLEMS, PARSE_PROBLEMS, Problem
+
+__all__ = ["CocoDetection"]
 
 log = logging.getLogger("ssdlite.data")
 
-# Problem kinds found while parsing the json (counted once) and while loading files.
-PARSE_PROBLEMS = (
-    "invalid_images",
-    "duplicate_image_ids",
-    "missing_image_size",
-    "unknown_image",
-    "unknown_category",
-    "invalid_boxes",
-    "clamped_boxes",
-    "degenerate_boxes",
-)
-LOAD_PROBLEMS = ("missing_images", "unreadable_images", "size_mismatch", "exif_orientation")
-_LOAD_BITS = {"missing_images": 1, "unreadable_images": 2, "size_mismatch": 4, "exif_orientation": 8}
+_LOAD_BITS = {kind: 1 << k for k, kind in enumerate(LOAD_PROBLEMS)}  # one bit per load problem kind
 _LOAD_DETAIL = {
     "missing_images": "image file not found (sample skipped)",
     "unreadable_images": "image file cannot be decoded (sample skipped)",
     "size_mismatch": "decoded size differs from the json width/height (decoded size used)",
     "exif_orientation": "the json width/height are the file's before its EXIF rotation (rotation ignored, boxes kept)",
 }
-
-_NO_ID = np.iinfo(np.int64).min  # stands for an id that is missing or not an integer
-_CLAMP_TOLERANCE = 1.0  # px outside the image before a clamp is reported
-
-
-class Problem(NamedTuple):
-    """One data fault: its kind (a key of ``stats``), where it is and what was done."""
-
-    kind: str
-    annotation_id: int | None
-    image_id: int | None
-    file: str | None
-    detail: str
-
-    def __str__(self) -> str:
-        where = []
-        if self.annotation_id is not None:
-            where.append(f"annotation {self.annotation_id}")
-        if self.image_id is not None:
-            where.append(f"image {self.image_id}")
-        if self.file:
-            where.append(self.file)
-        return f"{self.kind}: {', '.join(where) or '?'}: {self.detail}"
-
-
-# ----------------------------------------------------------------------------- decoding
-
-_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
-
-
-def _decode_bytes(buf: np.ndarray, ignore_orientation: bool = False) -> np.ndarray | None:
-    """Encoded image bytes -> HxWx3 uint8 RGB, None if not decodable.
-
-    IMREAD_COLOR applies the EXIF orientation (unless ``ignore_orientation``), turns
-    gray/RGBA/CMYK into 3 channels and 16-bit into 8-bit. OpenCV >= 4.10 decodes straight to RGB.
-    """
-    if buf.size == 0:
-        return None
-    extra = cv2.IMREAD_IGNORE_ORIENTATION if ignore_orientation else 0
-    try:
-        if _IMREAD_RGB is not None:
-            img = cv2.imdecode(buf, _IMREAD_RGB | extra)
-        else:
-            img = cv2.imdecode(buf, cv2.IMREAD_COLOR | extra)
-            if img is not None:
-                img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    except cv2.error:
-        return None
-    if img is None or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or img.size == 0:
-        return None
-    return img
-
-
-def _looks_decodable(path: str | os.PathLike) -> bool:
-    """Cheap check without decoding: the file is not empty and starts like an image OpenCV reads.
-
-    ``OSError`` (``FileNotFoundError`` for a missing file) when it cannot be opened.
-    """
-    with open(path, "rb") as f:
-        if not f.read(1):
-            return False
-    return bool(cv2.haveImageReader(str(path)))
-
-
-def _stored_orientation(buf: np.ndarray, img: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
-    """The image without its EXIF rotation when that, and not ``img`` (rotated), has ``size`` (h, w)."""
-    h, w = size
-    if h > 0 and h != w and img.shape[:2] == (w, h):
-        raw = _decode_bytes(buf, ignore_orientation=True)
-        if raw is not None and raw.shape[:2] == (h, w):
-            return raw
-    return None
-
-
-def load_image(path: str | os.PathLike, expected_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Read an image file as ``(H, W, 3)`` uint8 RGB with OpenCV.
-
-    EXIF orientation is applied; grayscale, RGBA, CMYK and 16-bit files become 8-bit RGB.
-    ``expected_size``: the ``(h, w)`` the annotations give (a COCO json's height, width); when
-    it is the file's size before its EXIF rotation and not after, the boxes were drawn on the
-    stored pixels and the rotation is not applied (as :class:`CocoDetection` does for training).
-    Raises ``ValueError`` naming the file when it is missing, unreadable or not an image.
-    """
-    try:
-        buf = np.fromfile(path, dtype=np.uint8)  # also handles non-ASCII paths on every OS
-    except FileNotFoundError:
-        raise ValueError(f"image file not found: {path}") from None
-    except OSError as e:
-        raise ValueError(f"cannot read image file {path}: {e.strerror or e}") from None
-    img = _decode_bytes(buf)
-    if img is None:
-        raise ValueError(f"cannot decode image file {path}: empty, truncated or not a supported image format")
-    if expected_size is not None:
-        raw = _stored_orientation(buf, img, (int(expected_size[0]), int(expected_size[1])))
-        if raw is not None:
-            return raw
-    return img
-
-
-# ----------------------------------------------------------------------------- json parsing
-
-
-class _AnnotationCollector:
-    """``json.load`` object hook that turns each annotation dict into array rows on the fly.
-
-    The hook runs as each JSON object is completed, so segmentation polygons and RLEs are
-    freed as soon as their annotation is parsed: peak memory stays far below the size of a
-    fully parsed COCO json. Non-annotation objects (images, categories, ...) pass through.
-    """
-
-    def __init__(self) -> None:
-        self.ids = array.array("q")  # per annotation: id, image_id, category_id, iscrowd
-        self.xywh = array.array("d")
-        self.invalid: list[tuple[int, str]] = []  # (annotation index, reason)
-
-    def __call__(self, d: dict) -> Any:
-        if "image_id" not in d:
-            return d
-        box = d.get("bbox")
-        if box is None and "category_id" not in d:
-            return d
-        ids = (d.get("id"), d["image_id"], d.get("category_id"))
-        if not (type(ids[0]) is int and type(ids[1]) is int and type(ids[2]) is int):
-            ids = tuple(_as_int(v) for v in ids)
-        crowd = d.get("iscrowd", 0)
-        n_ids, n_xywh = len(self.ids), len(self.xywh)
-        try:
-            self.ids.extend((*ids, 1 if crowd == 1 else 0))
-            if type(box) is list and len(box) == 4:
-                x, y, w, h = box
-                if type(x) in _NUMBER and type(y) in _NUMBER and type(w) in _NUMBER and type(h) in _NUMBER:
-                    self.xywh.extend(box)
-                    return None
-        except OverflowError:  # an integer beyond int64 / float range: undo the partial row
-            del self.ids[n_ids:], self.xywh[n_xywh:]
-            self.ids.extend((*(_as_int(v) for v in ids), 1 if crowd == 1 else 0))
-        self.xywh.extend(_NAN4)
-        self.invalid.append((n_ids // 4, f"bbox {_short(box)} is not [x, y, width, height] numbers"))
-        return None
-
-    def __len__(self) -> int:
-        return len(self.ids) // 4
-
-
-_NUMBER = (int, float)
-_NAN4 = (math.nan,) * 4
-
-
-def _as_int(v: Any) -> int:
-    if type(v) is int and -(2**63) < v < 2**63:
-        return v
-    return int(_NO_ID)
-
-
-def _short(v: Any, n: int = 60) -> str:
-    s = repr(v)
-    return s if len(s) <= n else s[: n - 3] + "..."
-
-
-def _read_json(path: Path, hook: Callable[[dict], Any]) -> Any:
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            text = f.read()
-        return json.loads(text, object_hook=hook)
-    except FileNotFoundError:
-        raise ValueError(f"annotation file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise ValueError(f"cannot read annotation file {path}: {e.strerror or e}") from None
-
-
-def _release_memory() -> None:
-    """Give the freed json objects back to the OS so forked workers do not inherit them."""
-    gc.collect()
-    try:  # glibc only; harmless elsewhere
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-# ----------------------------------------------------------------------------- dataset
 
 
 class CocoDetection(Dataset):
@@ -303,177 +88,24 @@ class CocoDetection(Dataset):
         if on_unreadable not in ("skip", "substitute"):
             raise ValueError(f"on_unreadable={on_unreadable!r} is not one of ['skip', 'substitute']")
         self.on_unreadable = on_unreadable
-        self._problems: list[Problem] = []
-        self._counts: dict[str, int] = {}
-
-        collector = _AnnotationCollector()
-        data = _read_json(self.annotation_json, collector)
-        if not isinstance(data, dict):
-            raise ValueError(f"{self.annotation_json}: expected a JSON object with 'images', got {type(data).__name__}")
-        images = data.get("images")
-        if not isinstance(images, list):
-            raise ValueError(f"{self.annotation_json}: 'images' must be a list of image entries")
-        if not isinstance(data.get("annotations", []), list):
-            raise ValueError(f"{self.annotation_json}: 'annotations' must be a list")
-        self._set_categories(data.get("categories"), category_ids)
-        img = self._parse_images(images)
-        del data, images
-        self._build_index(img, collector)
-        del collector, img
-        _release_memory()
+        self._adopt(read_coco_index(self.annotation_json, category_ids, keep_empty, self.min_box_size))
 
         # Flags of faults found while loading files, shared with DataLoader workers.
         self._load_flags = torch.zeros(len(self), dtype=torch.uint8).share_memory_()
         self._load_details: dict[tuple[int, str], str] = {}
         self._log_summary()
 
-    # --------------------------------------------------------------------- parsing steps
-
-    def _set_categories(self, categories: Any, category_ids: Sequence[int] | None) -> None:
-        src = self.annotation_json
-        names: dict[int, str] = {}
-        if categories is not None:
-            if not isinstance(categories, list):
-                raise ValueError(f"{src}: 'categories' must be a list of {{'id', 'name'}} entries")
-            for k, c in enumerate(categories):
-                cid = c.get("id") if isinstance(c, dict) else None
-                if type(cid) is not int:
-                    raise ValueError(f"{src}: categories[{k}] has no integer 'id': {_short(c)}")
-                if cid in names:
-                    raise ValueError(f"{src}: category id {cid} appears twice in 'categories'")
-                names[cid] = str(c.get("name", f"class_{cid}"))
-        if category_ids is None:
-            if not names:
-                raise ValueError(f"{src}: no 'categories' in the json; pass category_ids to name the classes")
-            ids = sorted(names)
-        else:
-            ids = [int(c) for c in category_ids]
-            if len(set(ids)) != len(ids) or not ids:
-                raise ValueError(f"category_ids must be distinct and non-empty, got {ids}")
-        self.category_ids: list[int] = ids
-        self.class_names: list[str] = [names.get(c, f"class_{c}") for c in ids]
-        self.category_to_label: dict[int, int] = {c: k for k, c in enumerate(ids)}
-
-    def _parse_images(self, images: list) -> dict[str, Any]:
-        """Validate the image entries; returns their ids, sizes and file names (json order)."""
-        ids: list[int] = []
-        sizes: list[tuple[int, int]] = []
-        names: list[str] = []
-        seen: set[int] = set()
-        for k, e in enumerate(images):
-            iid = e.get("id") if isinstance(e, dict) else None
-            name = e.get("file_name") if isinstance(e, dict) else None
-            if type(iid) is not int or not isinstance(name, str) or not name:
-                self._problem("invalid_images", None, iid if type(iid) is int else None, name if isinstance(name, str) else None,
-                              f"images[{k}] needs an integer 'id' and a 'file_name': {_short(e)}")
-                continue
-            if iid in seen:
-                self._problem("duplicate_image_ids", None, iid, name, f"images[{k}] repeats image id {iid}; the first entry is used")
-                continue
-            seen.add(iid)
-            h, w = e.get("height"), e.get("width")
-            if not (type(h) is int and type(w) is int and h > 0 and w > 0):
-                what = "no width/height" if w is None and h is None else f"width/height {_short(w)} x {_short(h)} invalid"
-                self._problem("missing_image_size", None, iid, name, f"{what}; boxes are clamped to the decoded size")
-                h = w = 0
-            ids.append(iid)
-            sizes.append((h, w))
-            names.append(name)
-        self._counts["images"] = len(images)
-        return {
-            "ids": np.asarray(ids, dtype=np.int64),
-            "sizes": np.asarray(sizes, dtype=np.int32).reshape(-1, 2),
-            "names": names,
-        }
-
-    def _build_index(self, img: dict[str, Any], col: _AnnotationCollector) -> None:
-        """Check every annotation, then store the kept boxes grouped per image (see :meth:`_store`)."""
-        n_ann = len(col)
-        self._counts["annotations"] = n_ann
-        rows = np.frombuffer(col.ids, dtype=np.int64).reshape(-1, 4) if n_ann else np.zeros((0, 4), np.int64)
-        xywh = np.frombuffer(col.xywh, dtype=np.float64).reshape(-1, 4) if n_ann else np.zeros((0, 4))
-        ann = {"id": rows[:, 0], "image_id": rows[:, 1], "category_id": rows[:, 2], "crowd": rows[:, 3].astype(bool), "xywh": xywh}
-        ann["image_index"] = _lookup(img["ids"], ann["image_id"])
-        ann["label"] = _lookup(np.asarray(self.category_ids, dtype=np.int64), ann["category_id"])
-        keep, xyxy = self._check_annotations(ann, img, dict(col.invalid))
-        self._store(img, ann, keep, xyxy)
-
-    def _check_annotations(self, ann: dict[str, np.ndarray], img: dict[str, Any], bad_reason: dict[int, str]
-                           ) -> tuple[np.ndarray, np.ndarray]:
-        """Drop (and name) annotations of unknown images or categories, invalid or degenerate
-        boxes, each under its first fault; clamp boxes to the json image size.
-
-        Returns the keep mask and the ``(M, 4)`` xyxy boxes (clamped where the size is known).
-        """
-        image_index, xywh = ann["image_index"], ann["xywh"]
-
-        def report(kind: str, mask: np.ndarray, detail: Callable[[int], str]) -> None:
-            for i in np.flatnonzero(mask).tolist():
-                k = image_index[i]
-                self._problem(kind, _id_or_none(ann["id"][i]), _id_or_none(ann["image_id"][i]),
-                              img["names"][k] if k >= 0 else None, detail(i))
-
-        keep = np.ones(len(xywh), dtype=bool)
-        bad = ~np.isfinite(xywh).all(axis=1)
-        bad[list(bad_reason)] = True
-        checks = [
-            ("unknown_image", image_index < 0, lambda i: f"image_id {_fmt_id(ann['image_id'][i])} is not in 'images'"),
-            ("unknown_category", ann["label"] < 0, lambda i: f"category_id {_fmt_id(ann['category_id'][i])} is not a known category"),
-            ("invalid_boxes", bad, lambda i: bad_reason.get(i, f"bbox {xywh[i].tolist()} is not finite")),
-        ]
-        for kind, fault, detail in checks:
-            report(kind, keep & fault, lambda i, d=detail: d(i) + "; annotation skipped")
-            keep &= ~fault
-
-        # xywh -> xyxy, clamped to the json image size (unknown size: clamped at load time)
-        x1, y1, w, h = np.where(np.isfinite(xywh), xywh, 0.0).T
-        x2, y2 = x1 + w, y1 + h
-        hw = img["sizes"][image_index.clip(0)].astype(np.float64) if len(img["sizes"]) else np.zeros((len(xywh), 2))
-        W = np.where(hw[:, 1] > 0, hw[:, 1], np.inf)
-        H = np.where(hw[:, 0] > 0, hw[:, 0], np.inf)
-        xyxy = np.stack([np.clip(x1, 0, W), np.clip(y1, 0, H), np.clip(x2, 0, W), np.clip(y2, 0, H)], axis=1)
-        small = (xyxy[:, 2] - xyxy[:, 0] <= self.min_box_size) | (xyxy[:, 3] - xyxy[:, 1] <= self.min_box_size)
-        report("degenerate_boxes", keep & small, lambda i: f"bbox {xywh[i].tolist()} has width or height <= "
-               f"{self.min_box_size:g} px inside the {_fmt_size(hw[i])} image; dropped")
-        keep &= ~small
-        outside = np.maximum.reduce([-x1, -y1, x2 - W, y2 - H])
-        report("clamped_boxes", keep & (outside > _CLAMP_TOLERANCE), lambda i: f"bbox {xywh[i].tolist()} extends "
-               f"{outside[i]:.1f} px outside the {_fmt_size(hw[i])} image; clamped")
-        return keep, xyxy
-
-    def _store(self, img: dict[str, Any], ann: dict[str, np.ndarray], keep: np.ndarray, xyxy: np.ndarray) -> None:
-        """Keep the images (all, or those with boxes) and their boxes as flat arrays + offsets."""
-        n_img = len(img["ids"])
-        k_idx = np.flatnonzero(keep)
-        k_img = ann["image_index"][k_idx]
-        per_image = np.bincount(k_img, minlength=n_img)
-        kept_images = np.ones(n_img, dtype=bool) if self.keep_empty else per_image > 0
-        new_index = np.cumsum(kept_images) - 1
-        sel = kept_images[k_img]
-        k_idx, k_img = k_idx[sel], new_index[k_img[sel]]
-        srt = np.argsort(k_img, kind="stable")  # group by image, json order within an image
-        k_idx, k_img = k_idx[srt], k_img[srt]
-
-        self._boxes = xyxy[k_idx].astype(np.float32)
-        self._labels = ann["label"][k_idx].astype(np.int64)
-        self._crowd = ann["crowd"][k_idx]
-        counts = np.bincount(k_img, minlength=int(kept_images.sum()))
-        self._box_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self._image_ids = img["ids"][kept_images]
-        self._sizes = img["sizes"][kept_images]
-        encoded = [n.encode("utf-8") for n, k in zip(img["names"], kept_images.tolist()) if k]
-        self._name_blob = np.frombuffer(b"".join(encoded), dtype=np.uint8).copy()
-        self._name_offsets = np.concatenate([[0], np.cumsum([len(b) for b in encoded], dtype=np.int64)]).astype(np.int64)
-
-        c = self._counts
-        c["images_kept"] = int(kept_images.sum())
-        c["images_empty"] = int((counts == 0).sum())
-        c["images_dropped_empty"] = int(n_img - kept_images.sum())
-        c["boxes"] = int(len(k_idx))
-        c["crowd_boxes"] = int(self._crowd.sum())
-
-    def _problem(self, kind: str, ann_id: int | None, image_id: int | None, file: str | None, detail: str) -> None:
-        self._problems.append(Problem(kind, ann_id, image_id, file, detail))
+    def _adopt(self, index: CocoIndex) -> None:
+        """Keep the parsed index as attributes: numpy arrays, no Python object per image or box."""
+        self.category_ids: list[int] = index.category_ids
+        self.class_names: list[str] = index.class_names
+        self.category_to_label: dict[int, int] = {c: k for k, c in enumerate(index.category_ids)}
+        self._image_ids, self._sizes = index.image_ids, index.sizes
+        self._name_blob, self._name_offsets = index.name_blob, index.name_offsets
+        self._boxes, self._labels, self._crowd = index.boxes, index.labels, index.crowd
+        self._box_offsets = index.box_offsets
+        self._counts = index.counts
+        self._problems = index.problems
 
     def _log_summary(self) -> None:
         parse = {k: v for k, v in self.stats.items() if k in PARSE_PROBLEMS and v}
@@ -533,14 +165,8 @@ class CocoDetection(Dataset):
         When the json size is the file's size before its EXIF rotation (and not after), the
         annotations were made on the stored pixels: the rotation is ignored (``exif_orientation``).
         """
-        path = self.image_path(i)
-        try:
-            buf = np.fromfile(path, dtype=np.uint8)
-        except FileNotFoundError:
-            self._flag(i, "missing_images", "image file not found (sample skipped)")
-            return None
-        except OSError as e:
-            self._flag(i, "unreadable_images", f"cannot read the file: {e.strerror or e} (sample skipped)")
+        buf = self._read_file(i)
+        if buf is None:
             return None
         img = _decode_bytes(buf)
         if img is None:
@@ -554,27 +180,41 @@ class CocoDetection(Dataset):
             return raw
         return img
 
+    def _read_file(self, i: int) -> np.ndarray | None:
+        """The bytes of sample ``i``'s file, or None (warned once, counted) when it is missing or unreadable."""
+        try:
+            return np.fromfile(self.image_path(i), dtype=np.uint8)
+        except FileNotFoundError:
+            self._flag(i, "missing_images", "image file not found (sample skipped)")
+        except OSError as e:
+            self._flag(i, "unreadable_images", f"cannot read the file: {e.strerror or e} (sample skipped)")
+        return None
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]] | None:
         image = self.load_image(i)
-        if image is None:
-            if self.on_unreadable == "substitute":
-                # the next readable sample; files known to be bad (flags shared with the workers)
-                # are passed over without decoding, so each bad file is decoded once per process
-                bad = _LOAD_BITS["missing_images"] | _LOAD_BITS["unreadable_images"]
-                for j in range(i + 1, i + len(self)):
-                    j %= len(self)
-                    if not int(self._load_flags[j]) & bad:
-                        image = self.load_image(j)
-                        if image is not None:
-                            return self._sample(j, image)
-                st = self.stats
-                raise ValueError(
-                    f"no readable image in {self.image_dir}: all {len(self)} files of {self.annotation_json} are missing "
-                    f"({st['missing_images']}) or unreadable ({st['unreadable_images']}); check the image folder "
-                    f"(`ssdlite check-data --images {self.image_dir} --annotations {self.annotation_json}`)"
-                )
-            return None
-        return self._sample(i, image)
+        if image is not None:
+            return self._sample(i, image)
+        if self.on_unreadable == "substitute":
+            return self._substitute(i)
+        return None
+
+    def _substitute(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The first readable sample after the unusable sample ``i`` (wrapping around); ``ValueError`` if none."""
+        # the next readable sample; files known to be bad (flags shared with the workers)
+        # are passed over without decoding, so each bad file is decoded once per process
+        bad = _LOAD_BITS["missing_images"] | _LOAD_BITS["unreadable_images"]
+        for j in range(i + 1, i + len(self)):
+            j %= len(self)
+            if not int(self._load_flags[j]) & bad:
+                image = self.load_image(j)
+                if image is not None:
+                    return self._sample(j, image)
+        st = self.stats
+        raise ValueError(
+            f"no readable image in {self.image_dir}: all {len(self)} files of {self.annotation_json} are missing "
+            f"({st['missing_images']}) or unreadable ({st['unreadable_images']}); check the image folder "
+            f"(`ssdlite check-data --images {self.image_dir} --annotations {self.annotation_json}`)"
+        )
 
     def _sample(self, i: int, image: np.ndarray) -> tuple[torch.Tensor, dict[str, Any]]:
         h, w = image.shape[:2]
@@ -619,23 +259,31 @@ class CocoDetection(Dataset):
         """
         for i in range(len(self)):
             if decode:
-                img = self.load_image(i)
-                if img is not None:
-                    jh, jw = self.image_size(i)
-                    if jh > 0 and (jh, jw) != img.shape[:2]:
-                        self._flag(i, "size_mismatch", _size_detail(img.shape[0], img.shape[1], jh, jw))
+                self._check_decoded(i)
             else:
-                path = self.image_path(i)
-                try:
-                    if not _looks_decodable(path):
-                        self._flag(i, "unreadable_images", "empty or not an image format OpenCV reads (sample skipped)")
-                except FileNotFoundError:
-                    self._flag(i, "missing_images", "image file not found (sample skipped)")
-                except OSError as e:
-                    self._flag(i, "unreadable_images", f"cannot read the file: {e.strerror or e} (sample skipped)")
+                self._check_header(i)
             if progress is not None:
                 progress(i + 1, len(self))
         return self._load_problems()
+
+    def _check_decoded(self, i: int) -> None:
+        """Decode sample ``i``'s file as training would; flag every load problem, a size mismatch too."""
+        img = self.load_image(i)
+        if img is not None:
+            jh, jw = self.image_size(i)
+            if jh > 0 and (jh, jw) != img.shape[:2]:
+                self._flag(i, "size_mismatch", _size_detail(img.shape[0], img.shape[1], jh, jw))
+
+    def _check_header(self, i: int) -> None:
+        """Open sample ``i``'s file without decoding; flag it when missing, empty or not an image format."""
+        path = self.image_path(i)
+        try:
+            if not _looks_decodable(path):
+                self._flag(i, "unreadable_images", "empty or not an image format OpenCV reads (sample skipped)")
+        except FileNotFoundError:
+            self._flag(i, "missing_images", "image file not found (sample skipped)")
+        except OSError as e:
+            self._flag(i, "unreadable_images", f"cannot read the file: {e.strerror or e} (sample skipped)")
 
     def _load_problems(self) -> list[Problem]:
         out = []
@@ -683,26 +331,3 @@ def _clamp(boxes: np.ndarray, labels: np.ndarray, crowd: np.ndarray, h: int, w: 
 def _size_detail(h: int, w: int, jh: int, jw: int) -> str:
     return f"decoded size {w}x{h} (w x h) differs from the json's {jw}x{jh}; boxes are clamped to the decoded size"
 
-
-def _lookup(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Position of each of ``values`` in ``keys`` (unique int64), -1 where absent."""
-    if len(keys) == 0:
-        return np.full(len(values), -1, dtype=np.int64)
-    order = np.argsort(keys, kind="stable")
-    pos = np.searchsorted(keys[order], values).clip(0, len(keys) - 1)
-    return np.where(keys[order][pos] == values, order[pos], -1)
-
-
-def _id_or_none(v: Any) -> int | None:
-    v = int(v)
-    return None if v == _NO_ID else v
-
-
-def _fmt_id(v: Any) -> str:
-    v = int(v)
-    return "missing or not an integer" if v == _NO_ID else str(v)
-
-
-def _fmt_size(hw: np.ndarray) -> str:
-    h, w = hw
-    return "unknown-size" if not (h > 0 and w > 0) else f"{int(w)}x{int(h)}"

@@ -1,16 +1,100 @@
-"""Image geometry shared by training (``ssdlite.data.transforms``) and inference (``ssdlite.deploy.detector``).
+"""Image reading and geometry shared by training and inference, in one place.
+
+Reading: :func:`load_image` decodes a file to RGB with OpenCV (EXIF orientation, gray, RGBA,
+CMYK and 16-bit handled), as :class:`ssdlite.data.coco.CocoDetection` and
+``ssdlite.eval.predict`` read images. Geometry: :func:`resize_geometry` / :func:`resize_image`
+map an image into the network input, for training (``ssdlite.data.transforms``) and inference
+(``ssdlite.deploy.detector``).
 
 Kept free of albumentations and torch so that the inference path imports only OpenCV and numpy.
 """
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-__all__ = ["ResizeGeometry", "resize_geometry", "resize_image"]
+__all__ = ["load_image", "ResizeGeometry", "resize_geometry", "resize_image"]
+
+# ----------------------------------------------------------------------------- reading
+
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)
+
+
+def _decode_bytes(buf: np.ndarray, ignore_orientation: bool = False) -> np.ndarray | None:
+    """Encoded image bytes -> HxWx3 uint8 RGB, None if not decodable.
+
+    IMREAD_COLOR applies the EXIF orientation (unless ``ignore_orientation``), turns
+    gray/RGBA/CMYK into 3 channels and 16-bit into 8-bit. OpenCV >= 4.10 decodes straight to RGB.
+    """
+    if buf.size == 0:
+        return None
+    extra = cv2.IMREAD_IGNORE_ORIENTATION if ignore_orientation else 0
+    try:
+        if _IMREAD_RGB is not None:
+            img = cv2.imdecode(buf, _IMREAD_RGB | extra)
+        else:
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR | extra)
+            if img is not None:
+                img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    except cv2.error:
+        return None
+    if img is None or img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8 or img.size == 0:
+        return None
+    return img
+
+
+def _looks_decodable(path: str | os.PathLike) -> bool:
+    """Cheap check without decoding: the file is not empty and starts like an image OpenCV reads.
+
+    ``OSError`` (``FileNotFoundError`` for a missing file) when it cannot be opened.
+    """
+    with open(path, "rb") as f:
+        if not f.read(1):
+            return False
+    return bool(cv2.haveImageReader(str(path)))
+
+
+def _stored_orientation(buf: np.ndarray, img: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:
+    """The image without its EXIF rotation when that, and not ``img`` (rotated), has ``size`` (h, w)."""
+    h, w = size
+    if h > 0 and h != w and img.shape[:2] == (w, h):
+        raw = _decode_bytes(buf, ignore_orientation=True)
+        if raw is not None and raw.shape[:2] == (h, w):
+            return raw
+    return None
+
+
+def load_image(path: str | os.PathLike, expected_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB with OpenCV.
+
+    EXIF orientation is applied; grayscale, RGBA, CMYK and 16-bit files become 8-bit RGB.
+    ``expected_size``: the ``(h, w)`` the annotations give (a COCO json's height, width); when
+    it is the file's size before its EXIF rotation and not after, the boxes were drawn on the
+    stored pixels and the rotation is not applied (as :class:`ssdlite.data.coco.CocoDetection`
+    does for training).
+    Raises ``ValueError`` naming the file when it is missing, unreadable or not an image.
+    """
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)  # also handles non-ASCII paths on every OS
+    except FileNotFoundError:
+        raise ValueError(f"image file not found: {path}") from None
+    except OSError as e:
+        raise ValueError(f"cannot read image file {path}: {e.strerror or e}") from None
+    img = _decode_bytes(buf)
+    if img is None:
+        raise ValueError(f"cannot decode image file {path}: empty, truncated or not a supported image format")
+    if expected_size is not None:
+        raw = _stored_orientation(buf, img, (int(expected_size[0]), int(expected_size[1])))
+        if raw is not None:
+            return raw
+    return img
+
+
+# ----------------------------------------------------------------------------- geometry
 
 
 class ResizeGeometry(NamedTuple):

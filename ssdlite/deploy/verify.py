@@ -171,7 +171,7 @@ def verify_export(
     same way (its boxes scaled back to the image like the Detector's). For raw exports the
     network outputs themselves must also agree within ``raw_atol + raw_rtol * max|output|``.
     """
-    from ssdlite.data import load_image
+    from ssdlite.data.images import load_image
     from ssdlite.deploy.detector import Detector, Detections, preprocess
     from ssdlite.deploy.onnx_runtime import OnnxRunner
 

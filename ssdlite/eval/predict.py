@@ -61,7 +61,7 @@ def predict_coco(
     ``shard=(rank, world)`` takes every ``world``-th image (distributed evaluation).
     """
     from ssdlite.eval.coco import detections_to_coco_results
-    from ssdlite.data.coco import load_image
+    from ssdlite.data.images import load_image
 
     images_dir = Path(images_dir)
     cat_ids = category_ids_of(detector.cfg.model)

@@ -166,7 +166,7 @@ def test_training_counts_equal_check_data(trained, report) -> None:
 
 @pytest.mark.fault("training log repeats the json counts", "the 'data:' line has check-data's counts of json faults")
 def test_training_log_repeats_json_counts(trained, report) -> None:
-    from ssdlite.data.coco import PARSE_PROBLEMS
+    from ssdlite.data.problems import PARSE_PROBLEMS
 
     logged = _logged_counts(trained[2])
     for key in ("images", "images_kept", "annotations", "boxes", *PARSE_PROBLEMS):
@@ -175,7 +175,7 @@ def test_training_log_repeats_json_counts(trained, report) -> None:
 
 @pytest.mark.fault("training log repeats the file counts", "a 'data:' line after loading has the file-fault counts of check-data")
 def test_training_log_repeats_file_counts(trained, report) -> None:
-    from ssdlite.data.coco import LOAD_PROBLEMS
+    from ssdlite.data.problems import LOAD_PROBLEMS
 
     logged = _logged_counts(trained[2], last=True)
     for key in LOAD_PROBLEMS:
