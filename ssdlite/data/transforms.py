@@ -22,28 +22,24 @@ from __future__ import annotations
 
 import os
 import random
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 # albumentations asks PyPI for a newer version on import unless told not to: no network
 # calls from a training job (offline clusters would wait for the timeout).
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from albumentations.core.transforms_interface import BaseTransformInitSchema  # noqa: E402
 from albumentations.core.type_definitions import Targets  # noqa: E402
 from pydantic import Field  # noqa: E402
 
-from ssdlite.data.images import ResizeGeometry, resize_geometry, resize_image  # noqa: E402,F401  (shared with inference)
+from ssdlite.data.images import resize_geometry, resize_image  # noqa: E402  (the same steps as inference)
 
 __all__ = [
     "RandomIoUCrop",
     "ZoomOut",
-    "ResizeGeometry",
-    "resize_geometry",
-    "resize_image",
     "normalize",
     "DetectionTransform",
     "build_augmentation",
