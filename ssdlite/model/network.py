@@ -21,7 +21,7 @@ import backbones
 from ssdlite.model.anchors import AnchorGenerator
 from ssdlite.config import Config, ModelConfig
 
-__all__ = ["SSDLite", "build_model", "detection_norm_layer"]
+__all__ = ["SSDLite", "build_model", "detection_norm_layer", "tap_strides"]
 
 # BN as the TF reference trains SSDLite (decay 0.97, eps 1e-3); torchvision uses the same.
 detection_norm_layer: Callable[..., nn.Module] = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03)
@@ -73,12 +73,12 @@ class SSDLite(nn.Module):
     """SSDLite detector network.
 
     Args:
-        backbone: a ``backbones.create(...)`` feature extractor with ``out_channels`` (2 taps) and
-            ``strides == [16, 32]``, or 3 taps and ``[8, 16, 32]`` (``stride8=True``: the optional
-            small-object map, used when ``model.anchors.stride8_scales`` is set).
+        backbone: a ``backbones.create(...)`` feature extractor declaring ``out_channels`` and
+            ``strides`` of its taps, finest first: ``[16, 32]``, or ``[8, 16, 32]`` with the optional
+            small-object map (``out_strides=tap_strides(model_cfg)``).
         num_classes: object classes, background excluded (logits have ``num_classes + 1`` columns,
             column 0 is background).
-        num_anchors: anchors per location for each of the ``len(taps) + len(extra_channels)`` maps.
+        num_anchors: anchors per location for each of the ``len(backbone.strides) + len(extra_channels)`` maps.
         extra_channels: output channels of the extra blocks on the stride-32 tap (already scaled).
         norm_layer: normalization for the extras and heads.
         top_down: with a stride-8 tap, add to it the stride-16 tap through a 1x1 conv + BN + ReLU6,
@@ -170,6 +170,12 @@ def scaled_extra_channels(m: ModelConfig, min_depth: int = 16) -> list[int]:
     return [max(min_depth, int(d * m.backbone.width_mult)) for d in m.extra_channels]
 
 
+def tap_strides(m: ModelConfig) -> tuple[int, ...]:
+    """The backbone strides the detector taps, finest first: the papers' (16, 32), with the
+    small-object stride 8 first when ``model.anchors.stride8_scales`` adds its map."""
+    return (8, *backbones.DEFAULT_OUT_STRIDES) if m.anchors.stride8_scales else tuple(backbones.DEFAULT_OUT_STRIDES)
+
+
 def build_model(cfg: Config | ModelConfig, load_backbone_weights: bool = True) -> SSDLite:
     """The SSDLite network a config describes.
 
@@ -184,7 +190,7 @@ def build_model(cfg: Config | ModelConfig, load_backbone_weights: bool = True) -
         reduced_tail=b.reduced_tail,
         weights=b.weights if load_backbone_weights else None,
         norm_layer=detection_norm_layer,
-        stride8=bool(m.anchors.stride8_scales),
+        out_strides=tap_strides(m),
     )
     anchors = AnchorGenerator(m.anchors)
     return SSDLite(
