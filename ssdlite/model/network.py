@@ -98,12 +98,14 @@ class SSDLite(nn.Module):
         top_down: bool = False,
     ) -> None:
         super().__init__()
-        tap_channels = list(backbone.out_channels)
+        tap_channels, strides = list(backbone.out_channels), list(backbone.strides)
+        if len(tap_channels) != len(strides):
+            raise ValueError(f"the backbone declares {len(tap_channels)} out_channels but {len(strides)} strides")
         map_channels = tap_channels + list(extra_channels)
-        if len(num_anchors) != len(map_channels):
+        if len(num_anchors) != len(strides) + len(extra_channels):
             raise ValueError(
                 f"num_anchors has {len(num_anchors)} entries but the model has {len(map_channels)} feature maps "
-                f"({len(tap_channels)} backbone taps + {len(extra_channels)} extra blocks)"
+                f"({len(strides)} backbone taps at strides {strides} + {len(extra_channels)} extra blocks)"
             )
         self.backbone = backbone
         self.num_classes = num_classes
@@ -114,8 +116,8 @@ class SSDLite(nn.Module):
         self.extras = nn.ModuleList(_extra_block(i, o, norm_layer) for i, o in zip(ins, extra_channels))
         self.top_down: nn.Module | None = None
         if top_down:
-            if len(tap_channels) != 3:
-                raise ValueError(f"top_down needs the stride-8 tap (3 backbone taps), got {len(tap_channels)} taps")
+            if strides[:2] != [8, 16]:
+                raise ValueError(f"top_down needs backbone taps at strides 8 and 16 first, got strides {strides}")
             self.top_down = Conv2dNormActivation(
                 tap_channels[1], tap_channels[0], kernel_size=1, norm_layer=norm_layer, activation_layer=nn.ReLU6
             )
