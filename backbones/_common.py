@@ -2,10 +2,10 @@
 
 A family module (``mobilenet_v1.py`` ...) holds its layer table as tuples and one builder that
 walks the table into ``features`` (an ``nn.Sequential``) and declares its SSDLite taps as
-:class:`Tap` records: the papers' two (strides 16 and 32) and a stride-8 one, used only when a
-model asks for the small-object map (``MobileNet.select_taps((8, 16, 32))``). :class:`MobileNet`
-then either returns the tap maps (detection feature extractor, ``features`` cut right after the
-last tap, no classifier) or ImageNet logits.
+:class:`Tap` records: the papers' two (strides 16 and 32, :data:`DEFAULT_OUT_STRIDES`) and a
+stride-8 one for the optional small-object map. :class:`MobileNet` picks the taps of the requested
+``out_strides`` once, at construction, then either returns their maps (detection feature
+extractor, ``features`` cut right after the last of them, no classifier) or ImageNet logits.
 """
 
 from __future__ import annotations
@@ -51,17 +51,43 @@ def check_images(x: Tensor) -> None:
         raise ValueError(f"expected a 4-D image batch (N, 3, H, W), got {shape}")
 
 
-DEFAULT_STRIDES = (16, 32)  # the papers' SSDLite taps; a family may also declare a stride-8 tap
+# The papers' SSDLite taps (MobileNetV2 section 6.2, MobileNetV3 section 6.3): what a feature
+# extractor returns when ``out_strides`` is not given. A family may declare more (stride 8).
+DEFAULT_OUT_STRIDES: tuple[int, ...] = (16, 32)
+
+
+def resolve_out_strides(name: str, out_strides: Sequence[int] | None) -> tuple[int, ...]:
+    """``out_strides`` as a tuple (``None``: :data:`DEFAULT_OUT_STRIDES`); ``ValueError`` unless it is a
+    non-empty, strictly increasing sequence of positive ints (finest first)."""
+    if out_strides is None:
+        return DEFAULT_OUT_STRIDES
+    strides = tuple(out_strides) if isinstance(out_strides, (tuple, list)) else None
+    if (
+        not strides
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in strides)
+        or any(a >= b for a, b in zip(strides, strides[1:]))
+    ):
+        raise ValueError(f"{name}: out_strides must be positive ints in increasing order (finest first), got {out_strides!r}")
+    return strides
+
+
+def check_declared(name: str, out_strides: Sequence[int], declared: Sequence[int]) -> None:
+    """``ValueError`` naming the backbone and listing its declared strides when one of ``out_strides`` is not among them."""
+    missing = [s for s in out_strides if s not in declared]
+    if missing:
+        listed = ", ".join(str(s) for s in sorted(set(declared)))
+        raise ValueError(f"{name} has no tap at stride {', '.join(map(str, missing))}; it declares taps at strides {listed}")
 
 
 @dataclass(frozen=True)
 class Tap:
     """One SSDLite feature tap, declared by the family's table.
 
-    ``layer`` indexes the network's ``features``; ``point`` is ``"out"`` (the layer's output) or
-    ``"expansion"`` (the output of the layer's 1x1 expansion conv + norm + activation, which the
-    block must expose through ``forward_with_expansion``). ``stride`` is the output stride of the
-    map and ``channels`` its channel count.
+    ``layer`` indexes the network's ``features`` (a ``timm:`` backbone: its feature level);
+    ``point`` is ``"out"`` (the layer's output) or ``"expansion"`` (the output of the layer's 1x1
+    expansion conv + norm + activation, which the block must expose through
+    ``forward_with_expansion``). ``stride`` is the output stride of the map and ``channels`` its
+    channel count.
     """
 
     layer: int
@@ -92,25 +118,47 @@ def init_weights(module: nn.Module) -> None:
 class MobileNet(nn.Module):
     """A MobileNet as ``features`` + declared taps (+ pooling and ``classifier`` when classifying).
 
-    Feature extractor (``classifier is None``): ``features`` ends at the last tap and
-    ``forward(images) -> [tap_16, tap_32]`` (``[tap_8, tap_16, tap_32]`` after ``select_taps((8, 16, 32))``),
-    each ``(N, out_channels[i], ceil(H / strides[i]), ceil(W / strides[i]))``.
+    ``taps`` are all the taps the family declares (kept, sorted by stride, as ``available_taps``);
+    ``out_strides`` picks those returned, finest first (``None``: :data:`DEFAULT_OUT_STRIDES`, the
+    papers' 16 and 32; ``(8, 16, 32)`` adds the small-object map). A stride not declared raises
+    ``ValueError`` naming ``name`` and listing the declared strides.
+
+    Feature extractor (``classifier is None``): ``features`` keeps the layers up to the last selected
+    tap (``full_depth`` counts those of the whole network, whose weights files still load) and
+    ``forward(images) -> [tap_16, tap_32]`` (one map per ``out_strides``), each
+    ``(N, out_channels[i], ceil(H / strides[i]), ceil(W / strides[i]))``.
     Classifier: ``forward(images) -> logits (N, num_classes)``; ``forward_taps`` still gives the taps.
     Module names follow torchvision's ``mobilenet_v2`` / ``mobilenet_v3_*`` so their state dicts load as is.
     """
 
-    def __init__(self, features: nn.Sequential, taps: Sequence[Tap], classifier: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        features: nn.Sequential,
+        taps: Sequence[Tap],
+        classifier: nn.Module | None = None,
+        out_strides: Sequence[int] | None = None,
+        *,
+        name: str = "MobileNet",
+    ) -> None:
         super().__init__()
         if not taps:
-            raise ValueError("a MobileNet needs at least one tap")
-        last = max(t.layer for t in taps)
+            raise ValueError(f"{name}: a MobileNet needs at least one tap")
+        self.available_taps = tuple(sorted(taps, key=lambda t: t.stride))
+        by_stride = {t.stride: t for t in self.available_taps}
+        strides = resolve_out_strides(name, out_strides)
+        check_declared(name, strides, list(by_stride))
+        self.taps = tuple(by_stride[s] for s in strides)
+        self.out_channels = [t.channels for t in self.taps]
+        self.strides = list(strides)
+        last = max(t.layer for t in self.taps)
+        self._points: list[str | None] = [None] * (last + 1)  # forward_taps stops at the last selected tap
+        for t in self.taps:
+            self._points[t.layer] = t.point
+        self.full_depth = len(features)  # layers of the whole network (a weights file may hold them all)
         if classifier is None:
-            # the detection extractor: nothing after the last tap exists
+            # the detection extractor: nothing after the last selected tap exists
             features = nn.Sequential(*list(features)[: last + 1])
         self.features = features
-        self.available_taps = tuple(sorted(taps, key=lambda t: t.stride))
-        default = tuple(t.stride for t in self.available_taps if t.stride in DEFAULT_STRIDES)
-        self.select_taps(default or tuple(t.stride for t in self.available_taps))
         if classifier is not None:
             self.avgpool = nn.AdaptiveAvgPool2d(1)
             self.classifier = classifier
@@ -118,22 +166,8 @@ class MobileNet(nn.Module):
             self.classifier = None
         init_weights(self)
 
-    def select_taps(self, strides: Sequence[int]) -> None:
-        """Return the maps of these declared strides from now on (default: 16 and 32; ``(8, 16, 32)``
-        adds the stride-8 map of the small-object head). Raises ``ValueError`` for an undeclared stride."""
-        by_stride = {t.stride: t for t in self.available_taps}
-        missing = [s for s in strides if s not in by_stride]
-        if missing:
-            raise ValueError(f"{type(self).__name__} declares taps at strides {sorted(by_stride)}, not {missing}")
-        self.taps = tuple(by_stride[s] for s in sorted(strides))
-        self.out_channels = [t.channels for t in self.taps]
-        self.strides = [t.stride for t in self.taps]
-        self._points: list[str | None] = [None] * (self.taps[-1].layer + 1)  # forward_taps stops at the last tap
-        for t in self.taps:
-            self._points[t.layer] = t.point
-
     def forward_taps(self, images: Tensor) -> list[Tensor]:
-        """The selected tap maps of ``images (N, 3, H, W)``, finest first (stride 16, then 32 by default)."""
+        """The selected tap maps of ``images (N, 3, H, W)``, finest first (``strides``: 16, then 32 by default)."""
         check_images(images)
         x, outs = images, []
         for layer, point in zip(self.features, self._points):

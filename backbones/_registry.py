@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from backbones._common import NormLayer, check_width
+from backbones._common import DEFAULT_OUT_STRIDES, NormLayer, check_declared, check_width, resolve_out_strides
 
 TIMM_PREFIX = "timm:"
 
@@ -31,14 +31,16 @@ _REGISTRY: dict[str, BackboneInfo] = {}
 def register(name: str, *, widths: Sequence[float] | None = None, reduced_tail: bool = False) -> Callable[[Builder], Builder]:
     """Decorator adding a builder under ``name``.
 
-    The builder is called as ``builder(width_mult=..., reduced_tail=..., num_classes=..., norm_layer=...)``.
-    With ``num_classes=None`` it must return a module whose ``forward(images (N, 3, H, W))`` returns
-    the list of tap maps and which declares ``out_channels: list[int]`` and ``strides == [16, 32]``.
-    ``widths`` lists the accepted width multipliers (``None``: any > 0); ``reduced_tail`` says
-    whether ``reduced_tail=True`` is meaningful.
+    The builder is called as ``builder(width_mult=..., reduced_tail=..., num_classes=..., norm_layer=...,
+    out_strides=...)``. With ``num_classes=None`` it must return a module whose ``forward(images
+    (N, 3, H, W))`` returns the list of tap maps and which declares ``out_channels: list[int]`` and
+    ``strides == list(out_strides)`` (``out_strides=None``: :data:`DEFAULT_OUT_STRIDES`, ``[16, 32]``);
+    it may also declare ``available_taps`` (records with ``.stride`` and ``.channels``: every tap it
+    can give). ``widths`` lists the accepted width multipliers (``None``: any > 0); ``reduced_tail``
+    says whether ``reduced_tail=True`` is meaningful.
 
     >>> @register("my_net", widths=(1.0,))
-    ... def my_net(*, width_mult, reduced_tail, num_classes, norm_layer): ...
+    ... def my_net(*, width_mult, reduced_tail, num_classes, norm_layer, out_strides): ...
     """
     if not isinstance(name, str) or not name or name.startswith(TIMM_PREFIX):
         raise ValueError(f"backbone names must be non-empty and must not start with {TIMM_PREFIX!r}, got {name!r}")
@@ -72,30 +74,35 @@ def create(
     weights: str | Path | None = None,
     num_classes: int | None = None,
     norm_layer: NormLayer | None = None,
-    stride8: bool = False,
+    out_strides: Sequence[int] | None = None,
 ) -> nn.Module:
     """Build a backbone by name.
 
-    ``num_classes=None``: the SSDLite feature extractor, ``forward(images (N, 3, H, W)) ->
-    [(N, out_channels[0], H/16, W/16), (N, out_channels[1], H/32, W/32)]`` (sizes rounded up), with
-    ``.out_channels`` and ``.strides == [16, 32]``. ``num_classes=int``: the whole classification
-    network, ``forward(images) -> logits (N, num_classes)``. ``stride8=True`` (feature extractor
-    only): a third map first, at stride 8 (the expansion output of the block that leaves stride 8;
-    conv5 for V1), for SSDLite's optional small-object map; ``.strides == [8, 16, 32]``.
+    ``num_classes=None``: the SSDLite feature extractor, ``forward(images (N, 3, H, W)) -> one map
+    (N, out_channels[i], H / strides[i], W / strides[i]) per stride of ``out_strides``, finest first
+    (sizes rounded up), with ``.out_channels``, ``.strides == list(out_strides)`` and (MobileNets,
+    ``timm:``) ``.available_taps``, every tap the backbone declares. ``out_strides=None``: the
+    papers' two taps, :data:`DEFAULT_OUT_STRIDES` ``(16, 32)``; the MobileNets also declare a
+    stride-8 tap (the expansion output of the block that leaves stride 8; conv5 for V1), so
+    ``(8, 16, 32)`` adds SSDLite's optional small-object map first. ``num_classes=int``: the whole
+    classification network, ``forward(images) -> logits (N, num_classes)`` (no ``out_strides``).
 
     ``weights``: path of a state-dict file (torchvision ImageNet ``mobilenet_v2`` /
     ``mobilenet_v3_large`` / ``mobilenet_v3_small``, or one saved from these modules); a feature
-    extractor ignores the classifier tensors. ``norm_layer(num_channels)`` replaces the
-    architecture's default batch norm. Raises ``ValueError`` for an unknown name, a width the
-    architecture does not define, or weights that do not fit.
+    extractor ignores the tensors of the classifier and of the layers after its last tap.
+    ``norm_layer(num_channels)`` replaces the architecture's default batch norm. Raises
+    ``ValueError`` for an unknown name, a width the architecture does not define, a stride it does
+    not declare (listing those it does), or weights that do not fit.
     """
-    if stride8 and num_classes is not None:
-        raise ValueError(f"{name}: stride8 applies to the feature extractor (num_classes=None) only")
+    if out_strides is not None:
+        if num_classes is not None:
+            raise ValueError(f"{name}: out_strides applies to the feature extractor (num_classes=None) only")
+        out_strides = resolve_out_strides(name, out_strides)
     if isinstance(name, str) and name.startswith(TIMM_PREFIX):
         from backbones._timm import create_timm
 
         model = create_timm(name[len(TIMM_PREFIX) :], width_mult=width_mult, reduced_tail=reduced_tail,
-                            num_classes=num_classes, norm_layer=norm_layer, stride8=stride8)
+                            num_classes=num_classes, norm_layer=norm_layer, out_strides=out_strides)
     else:
         info = backbone_info(name)
         if reduced_tail and not info.reduced_tail:
@@ -103,13 +110,10 @@ def create(
         check_width(name, width_mult, info.widths)
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f"{name}: num_classes must be a positive int or None, got {num_classes!r}")
-        model = info.builder(width_mult=width_mult, reduced_tail=reduced_tail, num_classes=num_classes, norm_layer=norm_layer)
-        if stride8:
-            if not hasattr(model, "select_taps"):
-                raise ValueError(f"backbone {name!r} has no select_taps(): it cannot give the stride-8 map (model.anchors.stride8_scales)")
-            model.select_taps((8, 16, 32))
+        model = info.builder(width_mult=width_mult, reduced_tail=reduced_tail, num_classes=num_classes,
+                             norm_layer=norm_layer, out_strides=out_strides)
     if num_classes is None:
-        _check_extractor(name, model, [8, 16, 32] if stride8 else [16, 32])
+        _check_extractor(name, model, list(out_strides or DEFAULT_OUT_STRIDES))
     if weights is not None:
         from backbones._weights import load_weights
 
@@ -127,7 +131,9 @@ def _check_extractor(name: str, model: nn.Module, expected: list[int]) -> None:
     if not isinstance(channels, list) or not isinstance(strides, list) or len(channels) != len(strides):
         raise ValueError(f"backbone {name!r} must declare out_channels and strides as lists of equal length")
     if strides != expected:
-        raise ValueError(f"backbone {name!r} declares strides {strides}; SSDLite taps are at strides {expected}")
+        declared = [t.stride for t in getattr(model, "available_taps", ())] or strides
+        check_declared(f"backbone {name!r}", expected, declared)  # names the strides it lacks
+        raise ValueError(f"backbone {name!r} returns maps at strides {strides}, not the requested {expected}")
 
 
 def _describe(name: str, width_mult: float, reduced_tail: bool, num_classes: int | None) -> str:

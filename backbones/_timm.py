@@ -1,15 +1,17 @@
-"""``timm:<model>`` backbones: any timm network's ``features_only`` maps at strides 16 and 32.
+"""``timm:<model>`` backbones: any timm network's ``features_only`` maps at the requested strides.
 
-timm is optional (``pip install ssdlite[timm]``). The two maps are chosen from the model's declared
-``feature_info`` (the last feature level at reduction 16 and the last at reduction 32), never by a
-dummy forward.
+timm is optional (``pip install ssdlite[timm]``). The maps are chosen from the model's declared
+``feature_info`` (the last feature level at each reduction of ``out_strides``, by default 16 and
+32), never by a dummy forward; timm builds the model with those ``out_indices`` only.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from torch import Tensor, nn
 
-from backbones._common import NormLayer, check_images
+from backbones._common import NormLayer, Tap, check_declared, check_images, resolve_out_strides
 
 
 class TimmNotInstalledError(ImportError, ValueError):
@@ -27,31 +29,36 @@ def _import_timm():
 
 
 class TimmFeatures(nn.Module):
-    """timm ``features_only`` model returning the stride-16 and stride-32 maps (stride 8 first when asked).
+    """timm ``features_only`` model returning one map per selected stride (16 and 32 by default).
 
-    ``forward(images (N, 3, H, W)) -> [(N, out_channels[0], H/16, W/16), (N, out_channels[1], H/32, W/32)]``.
+    ``forward(images (N, 3, H, W)) -> [(N, out_channels[i], H / strides[i], W / strides[i]), ...]``.
+    ``available_taps``: the last feature level at each reduction timm declares (``Tap.layer`` is
+    the level's index), whichever were selected.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, available_taps: Sequence[Tap] = ()) -> None:
         super().__init__()
         self.body = model
         self.out_channels = list(model.feature_info.channels())
         self.strides = list(model.feature_info.reduction())
+        self.available_taps = tuple(available_taps)
 
     def forward(self, images: Tensor) -> list[Tensor]:
         check_images(images)
         return list(self.body(images))
 
 
-def _pick_levels(model_name: str, reductions: list[int], indices: list[int], strides: tuple[int, ...] = (16, 32)) -> tuple[int, ...]:
-    """Feature indices of the last level at each reduction of ``strides``."""
-    chosen = []
-    for r in strides:
-        at = [i for i, red in zip(indices, reductions) if red == r]
-        if not at:
-            raise ValueError(f"timm model {model_name!r} has no feature level at stride {r} (its strides: {reductions})")
-        chosen.append(at[-1])
-    return tuple(chosen)
+def _declared_taps(reductions: list[int], channels: list[int], indices: list[int]) -> tuple[Tap, ...]:
+    """The last feature level at each reduction, finest first, as :class:`Tap` records."""
+    last = {r: (i, c) for i, r, c in zip(indices, reductions, channels)}  # later levels overwrite earlier ones
+    return tuple(Tap(layer=i, point="out", channels=c, stride=r) for r, (i, c) in sorted(last.items()))
+
+
+def _pick_levels(model_name: str, taps: Sequence[Tap], strides: Sequence[int]) -> tuple[int, ...]:
+    """Feature indices of the declared taps at ``strides``; ``ValueError`` listing the declared strides otherwise."""
+    by_stride = {t.stride: t.layer for t in taps}
+    check_declared(f"timm:{model_name}", strides, list(by_stride))
+    return tuple(by_stride[s] for s in strides)
 
 
 def create_timm(
@@ -61,9 +68,9 @@ def create_timm(
     reduced_tail: bool = False,
     num_classes: int | None = None,
     norm_layer: NormLayer | None = None,
-    stride8: bool = False,
+    out_strides: Sequence[int] | None = None,
 ) -> nn.Module:
-    """A timm model: stride-16/32 (and 8 with ``stride8``) feature extractor (``num_classes=None``) or the whole classifier."""
+    """A timm model: feature extractor at ``out_strides`` (``num_classes=None``; default 16 and 32) or the whole classifier."""
     timm = _import_timm()
     if width_mult != 1.0 or reduced_tail:
         raise ValueError(f"timm:{model_name}: width_mult and reduced_tail do not apply; pick a timm variant instead")
@@ -78,5 +85,6 @@ def create_timm(
     if num_classes is not None:
         return make(num_classes=num_classes)
     info = make(features_only=True).feature_info
-    levels = _pick_levels(model_name, list(info.reduction()), list(info.out_indices), (8, 16, 32) if stride8 else (16, 32))
-    return TimmFeatures(make(features_only=True, out_indices=levels))
+    taps = _declared_taps(list(info.reduction()), list(info.channels()), list(info.out_indices))
+    levels = _pick_levels(model_name, taps, resolve_out_strides(f"timm:{model_name}", out_strides))
+    return TimmFeatures(make(features_only=True, out_indices=levels), taps)

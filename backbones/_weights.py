@@ -52,10 +52,21 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return state
 
 
+def _cut_from_extractor(model: nn.Module, key: str) -> bool:
+    """Whether a feature extractor lacks tensor ``key`` by design: a classifier one or a layer after its last tap."""
+    if key.startswith("classifier."):
+        return True
+    full_depth = getattr(model, "full_depth", None)  # a MobileNet: layers of the whole network
+    head, _, rest = key.partition(".")
+    index = rest.split(".", 1)[0]
+    return full_depth is not None and head == "features" and index.isdigit() and len(model.features) <= int(index) < full_depth
+
+
 def load_weights(model: nn.Module, path: str | Path, description: str = "the model", ignore_unexpected: bool = False) -> None:
     """Copy the tensors of ``path`` into ``model`` (names must match; see ``read_state_dict``).
 
-    A model without a ``classifier`` (feature extractor) ignores the file's ``classifier.*`` tensors.
+    A model without a ``classifier`` (feature extractor) ignores the file's ``classifier.*`` tensors
+    and those of the ``features`` layers it cut after its last tap.
     Every other tensor must exist on both sides with the same shape, else ``ValueError`` naming the
     file, the tensor key and both shapes. ``ignore_unexpected`` skips file tensors the model lacks
     (a timm ``features_only`` body loading its classifier's file).
@@ -63,7 +74,7 @@ def load_weights(model: nn.Module, path: str | Path, description: str = "the mod
     state = read_state_dict(path)
     own = model.state_dict()
     if getattr(model, "classifier", None) is None:
-        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+        state = {k: v for k, v in state.items() if not _cut_from_extractor(model, k)}
     where = f"weights file {str(path)!r}"
     for key, value in state.items():
         if key in own and own[key].shape != value.shape:

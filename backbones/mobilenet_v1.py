@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from functools import partial
+from typing import Sequence
 
 from torch import nn
 from torchvision.ops import Conv2dNormActivation
@@ -55,9 +56,14 @@ def _separable(cin: int, cout: int, stride: int, norm_layer: NormLayer) -> nn.Se
 
 @register("mobilenet_v1", widths=WIDTHS)
 def mobilenet_v1(
-    *, width_mult: float = 1.0, reduced_tail: bool = False, num_classes: int | None = None, norm_layer: NormLayer | None = None
+    *,
+    width_mult: float = 1.0,
+    reduced_tail: bool = False,
+    num_classes: int | None = None,
+    norm_layer: NormLayer | None = None,
+    out_strides: Sequence[int] | None = None,
 ) -> MobileNet:
-    """MobileNet V1 at ``width_mult`` (alpha in {0.25, 0.5, 0.75, 1.0}); taps conv11 and conv13."""
+    """MobileNet V1 at ``width_mult`` (alpha in {0.25, 0.5, 0.75, 1.0}); taps conv5 (stride 8), conv11 and conv13."""
     check_width("mobilenet_v1", width_mult, WIDTHS)
     if reduced_tail:
         raise ValueError("mobilenet_v1: reduced_tail is only defined for mobilenet_v3_large and mobilenet_v3_small")
@@ -76,4 +82,4 @@ def mobilenet_v1(
     classifier = None
     if num_classes is not None:
         classifier = nn.Sequential(nn.Dropout(p=0.001), nn.Linear(cin, num_classes))
-    return MobileNet(nn.Sequential(*layers), taps, classifier)
+    return MobileNet(nn.Sequential(*layers), taps, classifier, out_strides, name="mobilenet_v1")

@@ -10,6 +10,8 @@ loads as is.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation
 
@@ -70,9 +72,14 @@ class InvertedResidual(nn.Module):
 
 @register("mobilenet_v2", widths=WIDTHS)
 def mobilenet_v2(
-    *, width_mult: float = 1.0, reduced_tail: bool = False, num_classes: int | None = None, norm_layer: NormLayer | None = None
+    *,
+    width_mult: float = 1.0,
+    reduced_tail: bool = False,
+    num_classes: int | None = None,
+    norm_layer: NormLayer | None = None,
+    out_strides: Sequence[int] | None = None,
 ) -> MobileNet:
-    """MobileNet V2 at ``width_mult`` (alpha in {0.35, 0.5, 0.75, 1.0, 1.3, 1.4})."""
+    """MobileNet V2 at ``width_mult`` (alpha in {0.35, 0.5, 0.75, 1.0, 1.3, 1.4}); taps at strides 8, 16 and 32."""
     check_width("mobilenet_v2", width_mult, WIDTHS)
     if reduced_tail:
         raise ValueError("mobilenet_v2: reduced_tail is only defined for mobilenet_v3_large and mobilenet_v3_small")
@@ -98,4 +105,4 @@ def mobilenet_v2(
     classifier = None
     if num_classes is not None:
         classifier = nn.Sequential(nn.Dropout(p=0.2), nn.Linear(last, num_classes))
-    return MobileNet(nn.Sequential(*layers), taps, classifier)
+    return MobileNet(nn.Sequential(*layers), taps, classifier, out_strides, name="mobilenet_v2")

@@ -21,6 +21,7 @@ the head, which gives 10% fewer MACs and 16% fewer parameters than the paper at 
 from __future__ import annotations
 
 from functools import partial
+from typing import Sequence
 
 from torch import Tensor, nn
 from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
@@ -119,7 +120,13 @@ class InvertedResidual(nn.Module):
 
 
 def _build(
-    name: str, table, width_mult: float, reduced_tail: bool, num_classes: int | None, norm_layer: NormLayer | None
+    name: str,
+    table,
+    width_mult: float,
+    reduced_tail: bool,
+    num_classes: int | None,
+    norm_layer: NormLayer | None,
+    out_strides: Sequence[int] | None,
 ) -> MobileNet:
     check_width(name, width_mult, None)
     norm_layer = norm_layer or DEFAULT_NORM
@@ -148,20 +155,32 @@ def _build(
         classifier = nn.Sequential(
             nn.Linear(last, hidden), nn.Hardswish(inplace=True), nn.Dropout(p=0.2, inplace=True), nn.Linear(hidden, num_classes)
         )
-    return MobileNet(nn.Sequential(*layers), taps, classifier)
+    return MobileNet(nn.Sequential(*layers), taps, classifier, out_strides, name=name)
 
 
 @register("mobilenet_v3_large", widths=None, reduced_tail=True)
 def mobilenet_v3_large(
-    *, width_mult: float = 1.0, reduced_tail: bool = False, num_classes: int | None = None, norm_layer: NormLayer | None = None
+    *,
+    width_mult: float = 1.0,
+    reduced_tail: bool = False,
+    num_classes: int | None = None,
+    norm_layer: NormLayer | None = None,
+    out_strides: Sequence[int] | None = None,
 ) -> MobileNet:
-    """MobileNet V3 Large at any ``width_mult`` > 0; taps: C4 expansion (672) and last conv (960; 480 reduced)."""
-    return _build("mobilenet_v3_large", large_table, width_mult, reduced_tail, num_classes, norm_layer)
+    """MobileNet V3 Large at any ``width_mult`` > 0; taps: C4 expansion (672) and last conv (960; 480 reduced);
+    C3 expansion at stride 8 for the optional small-object map."""
+    return _build("mobilenet_v3_large", large_table, width_mult, reduced_tail, num_classes, norm_layer, out_strides)
 
 
 @register("mobilenet_v3_small", widths=None, reduced_tail=True)
 def mobilenet_v3_small(
-    *, width_mult: float = 1.0, reduced_tail: bool = False, num_classes: int | None = None, norm_layer: NormLayer | None = None
+    *,
+    width_mult: float = 1.0,
+    reduced_tail: bool = False,
+    num_classes: int | None = None,
+    norm_layer: NormLayer | None = None,
+    out_strides: Sequence[int] | None = None,
 ) -> MobileNet:
-    """MobileNet V3 Small at any ``width_mult`` > 0; taps: C4 expansion (288) and last conv (576; 288 reduced)."""
-    return _build("mobilenet_v3_small", small_table, width_mult, reduced_tail, num_classes, norm_layer)
+    """MobileNet V3 Small at any ``width_mult`` > 0; taps: C4 expansion (288) and last conv (576; 288 reduced);
+    C3 expansion at stride 8 for the optional small-object map."""
+    return _build("mobilenet_v3_small", small_table, width_mult, reduced_tail, num_classes, norm_layer, out_strides)

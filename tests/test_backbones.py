@@ -42,7 +42,7 @@ def test_taps_have_declared_channels_and_strides(name, width, reduced):
 def test_stride8_map_comes_first_and_the_other_two_are_unchanged(name, width, reduced):
     torch.manual_seed(0)
     base = backbones.create(name, width_mult=width, reduced_tail=reduced).eval()
-    s8 = backbones.create(name, width_mult=width, reduced_tail=reduced, stride8=True).eval()
+    s8 = backbones.create(name, width_mult=width, reduced_tail=reduced, out_strides=(8, 16, 32)).eval()
     s8.load_state_dict(base.state_dict())  # same tensors: the stride-8 map only reads an inner activation
     assert s8.strides == [8, 16, 32] and s8.out_channels[1:] == base.out_channels and s8.out_channels[0] % 8 == 0
     x = torch.randn(1, 3, 300, 300)
@@ -53,22 +53,59 @@ def test_stride8_map_comes_first_and_the_other_two_are_unchanged(name, width, re
 
 
 def test_stride8_map_of_v1_is_conv5_and_rules():
-    v1 = backbones.create("mobilenet_v1", stride8=True).eval()
+    v1 = backbones.create("mobilenet_v1", out_strides=(8, 16, 32)).eval()
     assert v1.out_channels == [256, 512, 1024]
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(v1(x)[0], v1.features[:6](x))  # stem + conv1..conv5
     with pytest.raises(ValueError, match="feature extractor"):
-        backbones.create("mobilenet_v1", stride8=True, num_classes=10)
-    with pytest.raises(ValueError, match=r"strides \[16, 32\], not \[8\]"):
-        _two_tap_net().select_taps((8, 16, 32))
+        backbones.create("mobilenet_v1", out_strides=(8, 16, 32), num_classes=10)
+    with pytest.raises(ValueError, match=r"^two_tap has no tap at stride 8; it declares taps at strides 16, 32$"):
+        _two_tap_net(out_strides=(8, 16, 32))
 
 
-def _two_tap_net():
+def _two_tap_net(**kwargs):
     from backbones._common import MobileNet, Tap
 
     layers = nn.Sequential(nn.Conv2d(3, 8, 3, 16, 1), nn.Conv2d(8, 8, 3, 2, 1))
-    return MobileNet(layers, [Tap(0, "out", 8, 16), Tap(1, "out", 8, 32)])
+    return MobileNet(layers, [Tap(0, "out", 8, 16), Tap(1, "out", 8, 32)], name="two_tap", **kwargs)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"])
+def test_default_out_strides_are_the_papers_pair_and_every_tap_is_declared(name):
+    assert backbones.DEFAULT_OUT_STRIDES == (16, 32)
+    default, explicit = backbones.create(name), backbones.create(name, out_strides=(16, 32))
+    assert default.strides == explicit.strides == [16, 32] and default.out_channels == explicit.out_channels
+    assert len(default.features) == len(explicit.features)
+    assert [t.stride for t in default.available_taps] == [8, 16, 32]
+    assert [t.channels for t in default.available_taps][1:] == default.out_channels
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small"])
+@pytest.mark.parametrize("stride", [16, 32])
+def test_one_tap_alone_cuts_the_features_after_it(name, stride):
+    torch.manual_seed(0)
+    both = backbones.create(name).eval()
+    alone = backbones.create(name, out_strides=(stride,)).eval()
+    tap = next(t for t in alone.available_taps if t.stride == stride)
+    assert alone.strides == [stride] and alone.out_channels == [tap.channels] and len(alone.features) == tap.layer + 1
+    assert alone.full_depth == both.full_depth
+    alone.load_state_dict({k: v for k, v in both.state_dict().items() if k in alone.state_dict()})
+    x = torch.randn(1, 3, 96, 64)
+    with torch.no_grad():
+        (single,), pair = alone(x), both(x)
+    assert torch.equal(single, pair[[16, 32].index(stride)])
+
+
+def test_undeclared_or_malformed_out_strides_are_errors():
+    with pytest.raises(ValueError, match=r"^mobilenet_v3_small has no tap at stride 4, 64; it declares taps at strides 8, 16, 32$"):
+        backbones.create("mobilenet_v3_small", out_strides=(4, 16, 64))
+    for bad in [(), (32, 16), (16, 16), (16.0,), "16"]:
+        with pytest.raises(ValueError, match=r"mobilenet_v2: out_strides must be positive ints in increasing order"):
+            backbones.create("mobilenet_v2", out_strides=bad)
+    with pytest.raises(ValueError, match=r"out_strides applies to the feature extractor \(num_classes=None\) only"):
+        backbones.create("mobilenet_v2", out_strides=(16, 32), num_classes=10)
+    assert backbones.create("mobilenet_v1", width_mult=0.25, num_classes=3).strides == [16, 32]  # forward_taps' default
 
 
 @pytest.mark.parametrize(
@@ -191,6 +228,8 @@ def test_missing_and_unexpected_tensors_are_named(tmp_path):
     torch.save(state, path)
     with pytest.raises(ValueError, match=r"'features\.99\.weight' of shape \(3,\) in the file has no place"):
         backbones.create("mobilenet_v1", weights=path)
+    with pytest.raises(ValueError, match=r"'features\.99\.weight' of shape \(3,\) in the file has no place"):
+        backbones.create("mobilenet_v1", out_strides=(16,), weights=path)  # it skips conv12, conv13 only
 
 
 def test_our_own_weights_round_trip_nested_and_ddp_prefixed(tmp_path):
@@ -282,8 +321,8 @@ class _Tiny(nn.Module):
 
 def test_register_a_users_backbone(scratch_registry):
     @backbones.register("tiny", widths=(1.0, 2.0))
-    def tiny(*, width_mult, reduced_tail, num_classes, norm_layer):
-        return _Tiny(int(8 * width_mult))
+    def tiny(*, width_mult, reduced_tail, num_classes, norm_layer, out_strides):
+        return _Tiny(int(8 * width_mult))  # fixed taps: ignores out_strides
 
     assert "tiny" in backbones.list_backbones()
     model = backbones.create("tiny", width_mult=2.0)
@@ -291,8 +330,10 @@ def test_register_a_users_backbone(scratch_registry):
     assert [t.shape[1:] for t in model(torch.zeros(1, 3, 64, 64))] == [(16, 4, 4), (32, 2, 2)]
     with pytest.raises(ValueError, match="choose one of 1.0, 2.0"):
         backbones.create("tiny", width_mult=3.0)
-    with pytest.raises(ValueError, match=r"'tiny' has no select_taps\(\).*stride-8.*stride8_scales"):
-        backbones.create("tiny", stride8=True)
+    with pytest.raises(ValueError, match=r"^backbone 'tiny' has no tap at stride 8; it declares taps at strides 16, 32$"):
+        backbones.create("tiny", out_strides=(8, 16, 32))
+    with pytest.raises(ValueError, match=r"'tiny' returns maps at strides \[16, 32\], not the requested \[32\]"):
+        backbones.create("tiny", out_strides=(32,))
     with pytest.raises(ValueError, match="already registered"):
         backbones.register("tiny")(lambda **kw: _Tiny(8))
     with pytest.raises(ValueError, match="must not start with 'timm:'"):
@@ -372,8 +413,13 @@ def test_timm_wrapper_picks_the_last_levels_at_16_and_32(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="width_mult and reduced_tail do not apply"):
         backbones.create("timm:fakenet", reduced_tail=True)
     assert isinstance(backbones.create("timm:fakenet", num_classes=5), nn.Linear)
-    s8 = backbones.create("timm:fakenet", stride8=True)
+    declared = [(t.stride, t.channels, t.layer) for t in model.available_taps]  # the last level at each reduction
+    assert declared == [(2, 8, 0), (4, 16, 1), (8, 24, 2), (16, 48, 4), (32, 96, 5)]
+    s8 = backbones.create("timm:fakenet", out_strides=(8, 16, 32))
     assert calls[-1]["out_indices"] == (2, 4, 5) and s8.strides == [8, 16, 32] and s8.out_channels == [24, 48, 96]
+    assert backbones.create("timm:fakenet", out_strides=(4,)).out_channels == [16] and calls[-1]["out_indices"] == (1,)
+    with pytest.raises(ValueError, match=r"^timm:fakenet has no tap at stride 64; it declares taps at strides 2, 4, 8, 16, 32$"):
+        backbones.create("timm:fakenet", out_strides=(16, 64))
     # timm's own tensor names load into the body; head tensors of the file are not needed
     state = {**_FakeFeatureNet(range(6)).state_dict(), "conv_head.weight": torch.zeros(2)}
     torch.save(state, tmp_path / "fake.pth")

@@ -60,12 +60,14 @@ def test_torchvision_weights_give_identical_logits_and_taps(tmp_path, name, redu
 
     ours_cls = backbones.create(name, reduced_tail=reduced, weights=path, num_classes=1000).eval()
     ours_ext = backbones.create(name, reduced_tail=reduced, weights=path).eval()
-    ours_s8 = backbones.create(name, reduced_tail=reduced, weights=path, stride8=True).eval()
+    ours_s8 = backbones.create(name, reduced_tail=reduced, weights=path, out_strides=(8, 16, 32)).eval()
+    ours_16 = backbones.create(name, reduced_tail=reduced, weights=path, out_strides=(16,)).eval()  # loads the whole file
     with torch.no_grad():
         logits = ours_cls(x)
         taps = ours_ext(x)
         taps_cls = ours_cls.forward_taps(x)
         taps_s8 = ours_s8(x)
+        (tap_16,) = ours_16(x)
 
     assert len(seen) == 3 and ours_ext.strides == [16, 32] and ours_s8.strides == [8, 16, 32]
     assert ours_ext.out_channels == [t.shape[1] for t in seen[1:]]
@@ -80,3 +82,5 @@ def test_torchvision_weights_give_identical_logits_and_taps(tmp_path, name, redu
     for ours, theirs in zip(taps_s8, seen):  # the stride-8 map first, then the same two
         assert ours.shape == theirs.shape
         assert (ours - theirs).abs().max() <= 1e-5
+    assert len(ours_16.features) < len(ours_ext.features) and tap_16.shape == seen[1].shape
+    assert (tap_16 - seen[1]).abs().max() <= 1e-5

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import backbones
 import ssdlite
 from ssdlite.model.anchors import AnchorGenerator
 from ssdlite.model.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
@@ -99,6 +100,22 @@ def test_stride8_map_adds_a_head_and_learns(top_down):
     assert losses[-1] < losses[0]
     if top_down:  # the top-down path is trained (it feeds the stride-8 heads)
         assert model.top_down[0].weight.grad is not None and model.top_down[0].weight.grad.abs().sum() > 0
+
+
+def test_tap_strides_and_the_backbone_checks():
+    """The detector's backbone strides come from one function; SSDLite checks its taps by stride."""
+    from ssdlite.model.network import SSDLite, tap_strides
+
+    paper, small = from_dict({}).model, from_dict({}, ["model.anchors.stride8_scales=[0.05]"]).model
+    assert tap_strides(paper) == backbones.DEFAULT_OUT_STRIDES == (16, 32) and tap_strides(small) == (8, 16, 32)
+    model = ssdlite.build_model(small)
+    assert model.backbone.strides == [8, 16, 32] and len(model.cls_heads) == 3 + len(model.extras)
+    bb = backbones.create("mobilenet_v3_small", out_strides=(8, 32))
+    with pytest.raises(ValueError, match=r"top_down needs backbone taps at strides 8 and 16 first, got strides \[8, 32\]"):
+        SSDLite(bb, 2, [2, 3, 6], [64], top_down=True)
+    with pytest.raises(ValueError, match=r"num_anchors has 2 entries.*3 feature maps \(2 backbone taps at strides \[8, 32\] \+ 1"):
+        SSDLite(bb, 2, [2, 3], [64])
+    assert len(SSDLite(bb, 2, [2, 3, 6], [64]).cls_heads) == 3
 
 
 def test_bad_input_shape():

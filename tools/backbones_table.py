@@ -19,12 +19,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(args: argparse.Namespace) -> int:
     import torch
 
+    import backbones
     from ssdlite.model.complexity import backbone_rows, format_table
 
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = backbone_rows((args.size, args.size))
-    print(f"SSDLite feature extractors at width 1.0 (taps at strides 16 and 32; MACs at {args.size}x{args.size})\n")
+    default = " and ".join(map(str, backbones.DEFAULT_OUT_STRIDES))
+    print(f"SSDLite feature extractors at width 1.0 (taps at strides {default}; MACs at {args.size}x{args.size})\n")
     print(format_table(
         ["backbone", "reduced_tail", "tap channels", "strides", "stride-8 tap", "params (M)", f"MACs@{args.size} (M)"],
         [[r["name"], "yes" if r["reduced_tail"] else "no", ", ".join(map(str, r["out_channels"])),

@@ -25,7 +25,7 @@ from ssdlite.config import Config, ModelConfig
 from ssdlite.model.anchors import AnchorGenerator
 from ssdlite.model.box_coder import DEFAULT_WEIGHTS
 
-__all__ = ["SSDLite", "build_model", "detection_norm_layer"]
+__all__ = ["SSDLite", "build_model", "detection_norm_layer", "tap_strides"]
 
 # BN as the TF reference trains SSDLite (decay 0.97, eps 1e-3); torchvision uses the same.
 detection_norm_layer: Callable[..., nn.Module] = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03)
@@ -77,13 +77,13 @@ class SSDLite(nn.Module):
     """SSDLite detector network.
 
     Args:
-        backbone: a ``backbones.create(...)`` feature extractor with ``out_channels`` (2 taps) and
-            ``strides == [16, 32]``, or 3 taps and ``[8, 16, 32]`` (``stride8=True``: the optional
-            small-object map, used when ``model.anchors.stride8_scales`` is set).
+        backbone: a ``backbones.create(...)`` feature extractor declaring ``out_channels`` and
+            ``strides`` of its taps, finest first: ``[16, 32]``, or ``[8, 16, 32]`` with the optional
+            small-object map (``out_strides=tap_strides(model_cfg)``).
         num_classes: object classes, background excluded (logits have ``num_classes + 1`` columns,
             column 0 is background).
-        anchor_generator: the default boxes of the ``len(taps) + len(extra_channels)`` maps; its
-            boxes per location set the heads' widths.
+        anchor_generator: the default boxes of the ``len(backbone.strides) + len(extra_channels)``
+            maps; its boxes per location set the heads' widths.
         extra_channels: output channels of the extra blocks on the stride-32 tap (already scaled).
         input_size: ``(H, W)`` of the network input the model is trained and exported at.
         box_weights: the box coder's ``(wx, wy, ww, wh)``: how ``box_deltas`` encode boxes.
@@ -115,12 +115,14 @@ class SSDLite(nn.Module):
         if classification not in ("softmax", "focal"):
             raise ValueError(f"classification={classification!r} is not allowed; choose 'softmax' or 'focal'")
         num_anchors = anchor_generator.num_anchors_per_location()
-        tap_channels = list(backbone.out_channels)
+        tap_channels, strides = list(backbone.out_channels), list(backbone.strides)
+        if len(tap_channels) != len(strides):
+            raise ValueError(f"the backbone declares {len(tap_channels)} out_channels but {len(strides)} strides")
         map_channels = tap_channels + list(extra_channels)
-        if len(num_anchors) != len(map_channels):
+        if len(num_anchors) != len(strides) + len(extra_channels):
             raise ValueError(
                 f"num_anchors has {len(num_anchors)} entries but the model has {len(map_channels)} feature maps "
-                f"({len(tap_channels)} backbone taps + {len(extra_channels)} extra blocks)"
+                f"({len(strides)} backbone taps at strides {strides} + {len(extra_channels)} extra blocks)"
             )
         self.backbone = backbone
         self.num_classes = num_classes
@@ -136,8 +138,8 @@ class SSDLite(nn.Module):
         self.extras = nn.ModuleList(_extra_block(i, o, norm_layer) for i, o in zip(ins, extra_channels))
         self.top_down: nn.Module | None = None
         if top_down:
-            if len(tap_channels) != 3:
-                raise ValueError(f"top_down needs the stride-8 tap (3 backbone taps), got {len(tap_channels)} taps")
+            if strides[:2] != [8, 16]:
+                raise ValueError(f"top_down needs backbone taps at strides 8 and 16 first, got strides {strides}")
             self.top_down = Conv2dNormActivation(
                 tap_channels[1], tap_channels[0], kernel_size=1, norm_layer=norm_layer, activation_layer=nn.ReLU6
             )
@@ -201,6 +203,12 @@ def scaled_extra_channels(m: ModelConfig, min_depth: int = 16) -> list[int]:
     return [max(min_depth, int(d * m.backbone.width_mult)) for d in m.extra_channels]
 
 
+def tap_strides(m: ModelConfig) -> tuple[int, ...]:
+    """The backbone strides the detector taps, finest first: the papers' (16, 32), with the
+    small-object stride 8 first when ``model.anchors.stride8_scales`` adds its map."""
+    return (8, *backbones.DEFAULT_OUT_STRIDES) if m.anchors.stride8_scales else tuple(backbones.DEFAULT_OUT_STRIDES)
+
+
 def build_model(cfg: Config | ModelConfig, load_backbone_weights: bool = True) -> SSDLite:
     """The SSDLite network a config describes, with its anchors, box weights and score function.
 
@@ -218,7 +226,7 @@ def build_model(cfg: Config | ModelConfig, load_backbone_weights: bool = True) -
         reduced_tail=b.reduced_tail,
         weights=b.weights if load_backbone_weights else None,
         norm_layer=detection_norm_layer,
-        stride8=bool(m.anchors.stride8_scales),
+        out_strides=tap_strides(m),
     )
     return SSDLite(
         backbone, m.num_classes, AnchorGenerator(m.anchors), scaled_extra_channels(m),
