@@ -110,12 +110,17 @@ def test_tap_strides_and_the_backbone_checks():
     assert tap_strides(paper) == backbones.DEFAULT_OUT_STRIDES == (16, 32) and tap_strides(small) == (8, 16, 32)
     model = ssdlite.build_model(small)
     assert model.backbone.strides == [8, 16, 32] and len(model.cls_heads) == 3 + len(model.extras)
+    from ssdlite.config import AnchorConfig
+    from ssdlite.model.anchors import AnchorGenerator
+
+    three = AnchorGenerator(AnchorConfig(aspect_ratios=((2.0,), (2.0,), (2.0, 3.0))))  # 3, 4 and 6 boxes
+    two = AnchorGenerator(AnchorConfig(aspect_ratios=((2.0,), (2.0,))))
     bb = backbones.create("mobilenet_v3_small", out_strides=(8, 32))
     with pytest.raises(ValueError, match=r"top_down needs backbone taps at strides 8 and 16 first, got strides \[8, 32\]"):
-        SSDLite(bb, 2, [2, 3, 6], [64], top_down=True)
+        SSDLite(bb, 2, three, [64], top_down=True)
     with pytest.raises(ValueError, match=r"num_anchors has 2 entries.*3 feature maps \(2 backbone taps at strides \[8, 32\] \+ 1"):
-        SSDLite(bb, 2, [2, 3], [64])
-    assert len(SSDLite(bb, 2, [2, 3, 6], [64]).cls_heads) == 3
+        SSDLite(bb, 2, two, [64])
+    assert len(SSDLite(bb, 2, three, [64]).cls_heads) == 3
 
 
 def test_bad_input_shape():
