@@ -95,3 +95,10 @@ def test_coco_tiny80_config_points_at_the_shared_data():
     for split in (cfg.data.train, cfg.data.val):  # relative to the repository root, as the README runs it
         assert (REPO_ROOT / split.images).resolve() == (shared / "coco_tiny80" / "train2017").resolve()
         assert (REPO_ROOT / split.annotations).is_file()
+
+
+def test_paper_tap_count_matches_the_backbones_default():
+    import backbones
+    from ssdlite.config.schema import PAPER_TAPS
+
+    assert PAPER_TAPS == len(backbones.DEFAULT_OUT_STRIDES)

@@ -144,6 +144,10 @@ class Config:
 
 # ----------------------------------------------------------------------------- checks
 
+# Backbone maps of the papers' SSDLite, len(backbones.DEFAULT_OUT_STRIDES) (strides 16 and 32; the
+# config cannot import backbones, which needs torch: tests/test_config.py checks they agree).
+PAPER_TAPS = 2
+
 _CHOICES: dict[str, tuple[str, ...]] = {
     "model.anchors.layout": ("paper", "torchvision"),
     "preprocess.resize": ("stretch", "letterbox"),
@@ -179,9 +183,9 @@ def check_values(cfg: Config) -> None:
     )
     need(len(m.input_size) == 2 and min(m.input_size) >= 32, "model.input_size", "[height, width], each >= 32")
     need(len(m.extra_channels) >= 1 and min(m.extra_channels) > 0, "model.extra_channels", "positive channel counts")
-    n_maps = 2 + len(m.extra_channels)
+    n_maps = PAPER_TAPS + len(m.extra_channels)
     need(len(m.anchors.aspect_ratios) == n_maps, "model.anchors.aspect_ratios",
-         f"one list per feature map from stride 16 on ({n_maps}: 2 backbone taps + {len(m.extra_channels)} extra blocks)")
+         f"one list per feature map from stride 16 on ({n_maps}: {PAPER_TAPS} backbone taps + {len(m.extra_channels)} extra blocks)")
     need(all(0 < s <= 1 for s in m.anchors.stride8_scales), "model.anchors.stride8_scales", "scales in (0, 1]")
     need(not m.stride8_top_down or bool(m.anchors.stride8_scales), "model.stride8_top_down",
          "false unless model.anchors.stride8_scales adds the stride-8 map")
