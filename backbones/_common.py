@@ -189,12 +189,30 @@ class MobileNet(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def expansion_point(block: nn.Module, layers: nn.Sequential, has_expansion: bool, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Run ``layers`` on ``x`` and return ``(output, output of layers[0])`` (the 1x1 expansion)."""
-    if not has_expansion:
-        raise ValueError(f"{type(block).__name__} has no expansion conv to tap")
-    expanded = layers[0](x)
-    y = expanded
-    for m in list(layers)[1:]:
-        y = m(y)
-    return y, expanded
+class ExpandingResidual(nn.Module):
+    """An inverted residual block: its layers (a ``nn.Sequential`` whose first layer is the 1x1
+    expansion when ``has_expansion``), plus the input when ``use_res_connect``.
+
+    The V2 and V3 blocks keep their layers under torchvision's attribute names (``conv``,
+    ``block``) so torchvision's state dicts load as is, and return them from :meth:`layers`.
+    """
+
+    has_expansion: bool
+    use_res_connect: bool
+
+    def layers(self) -> nn.Sequential:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.layers()(x)
+        return x + y if self.use_res_connect else y
+
+    def forward_with_expansion(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(block output, expansion output (N, expanded_channels, H, W))``: the expansion is an SSDLite tap."""
+        if not self.has_expansion:
+            raise ValueError(f"{type(self).__name__} has no expansion conv to tap")
+        layers = list(self.layers())
+        expanded = y = layers[0](x)
+        for m in layers[1:]:
+            y = m(y)
+        return (x + y if self.use_res_connect else y), expanded

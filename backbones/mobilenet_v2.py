@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from torch import Tensor, nn
+from torch import nn
 from torchvision.ops import Conv2dNormActivation
 
-from backbones._common import MobileNet, NormLayer, Tap, check_width, expansion_point, make_divisible
+from backbones._common import ExpandingResidual, MobileNet, NormLayer, Tap, check_width, make_divisible
 from backbones._registry import register
 
 WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -37,7 +37,7 @@ LAST_CONV = 1280  # scaled only when alpha > 1
 DEFAULT_NORM = nn.BatchNorm2d  # torchvision: eps 1e-5, momentum 0.1
 
 
-class InvertedResidual(nn.Module):
+class InvertedResidual(ExpandingResidual):
     """[1x1 expand + BN + ReLU6] -> 3x3 depthwise + BN + ReLU6 -> 1x1 linear projection + BN (+ input).
 
     ``conv`` holds the layers under torchvision's names (``conv.0`` expansion when t != 1).
@@ -60,14 +60,8 @@ class InvertedResidual(nn.Module):
         self.expanded_channels = hidden
         self.out_channels = cout
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(x)
-        return x + y if self.use_res_connect else y
-
-    def forward_with_expansion(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(block output, expansion output (N, expanded_channels, H, W))``."""
-        y, expanded = expansion_point(self, self.conv, self.has_expansion, x)
-        return (x + y if self.use_res_connect else y), expanded
+    def layers(self) -> nn.Sequential:
+        return self.conv
 
 
 @register("mobilenet_v2", widths=WIDTHS)

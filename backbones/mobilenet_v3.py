@@ -23,10 +23,10 @@ from __future__ import annotations
 from functools import partial
 from typing import Sequence
 
-from torch import Tensor, nn
+from torch import nn
 from torchvision.ops import Conv2dNormActivation, SqueezeExcitation
 
-from backbones._common import MobileNet, NormLayer, Tap, check_width, expansion_point, make_divisible
+from backbones._common import ExpandingResidual, MobileNet, NormLayer, Tap, check_width, make_divisible
 from backbones._registry import register
 
 STEM = (16, 2)  # (out channels, stride), hard-swish
@@ -80,7 +80,7 @@ ACTIVATIONS = {"RE": nn.ReLU, "HS": nn.Hardswish}
 DEFAULT_NORM = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
 
 
-class InvertedResidual(nn.Module):
+class InvertedResidual(ExpandingResidual):
     """[1x1 expand + BN + act] -> k x k depthwise + BN + act -> [SE] -> 1x1 projection + BN (+ input).
 
     ``block`` holds the layers under torchvision's names (``block.0`` expansion when present).
@@ -109,14 +109,8 @@ class InvertedResidual(nn.Module):
         self.expanded_channels = expanded
         self.out_channels = cout
 
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.block(x)
-        return x + y if self.use_res_connect else y
-
-    def forward_with_expansion(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(block output, expansion output (N, expanded_channels, H, W))``."""
-        y, expanded = expansion_point(self, self.block, self.has_expansion, x)
-        return (x + y if self.use_res_connect else y), expanded
+    def layers(self) -> nn.Sequential:
+        return self.block
 
 
 def _build(

@@ -6,8 +6,7 @@ Heavy submodules are imported lazily so that ``import ssdlite`` stays cheap.
 
 from __future__ import annotations
 
-from typing import Any
-
+from ssdlite._lazy import lazy_attributes
 from ssdlite.config import Config, ConfigError, load_config
 
 __version__ = "0.1.0"
@@ -20,11 +19,4 @@ _LAZY = {
 }
 
 __all__ = ["Config", "ConfigError", "load_config", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ssdlite' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

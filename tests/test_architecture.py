@@ -18,19 +18,20 @@ from ssdlite._paths import REPO_ROOT
 # The order is the layering: each folder may import only folders listed before it.
 ALLOWED: dict[str, set[str]] = {
     "ssdlite._paths": set(),
+    "ssdlite._lazy": set(),
     "ssdlite.files": set(),
     "ssdlite.distributed": set(),  # torch.distributed helpers: training and distributed evaluation
     "ssdlite.config": {"backbones"},  # only load_config's backbone-name check (see TORCH_FREE_EXCEPT)
-    "ssdlite.data": {"ssdlite.config", "ssdlite.files", "ssdlite._paths"},
+    "ssdlite.data": {"ssdlite.config", "ssdlite.files", "ssdlite._paths", "ssdlite._lazy"},
     "ssdlite.model": {"ssdlite.config", "ssdlite.files", "ssdlite.data", "backbones"},
-    "ssdlite.deploy": {"ssdlite.config", "ssdlite.files", "ssdlite.data", "ssdlite.model", "ssdlite._paths"},
+    "ssdlite.deploy": {"ssdlite.config", "ssdlite.files", "ssdlite.data", "ssdlite.model", "ssdlite._paths", "ssdlite._lazy"},
     "ssdlite.eval": {"ssdlite.config", "ssdlite.files", "ssdlite.data", "ssdlite.model", "ssdlite.deploy", "ssdlite._paths",
                      "ssdlite.distributed"},
     "ssdlite.train": {"ssdlite.config", "ssdlite.files", "ssdlite.data", "ssdlite.model", "ssdlite.deploy", "ssdlite.eval",
                       "ssdlite.distributed"},
     "ssdlite.apps": {"ssdlite.config", "ssdlite.files", "ssdlite.data", "ssdlite.model", "ssdlite.deploy", "ssdlite.eval",
                      "ssdlite.train", "ssdlite._paths", "ssdlite.distributed", "backbones"},
-    "ssdlite": {"ssdlite.config", "ssdlite.model", "ssdlite.deploy", "ssdlite.apps"},  # the package's own __init__/__main__
+    "ssdlite": {"ssdlite.config", "ssdlite.model", "ssdlite.deploy", "ssdlite.apps", "ssdlite._lazy"},  # the package's own __init__/__main__
     "backbones": set(),  # knows nothing of detection
 }
 # modules that must not import torch (the ONNX Runtime back end and what it reads) ...

@@ -11,8 +11,7 @@ albumentations.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ssdlite._lazy import lazy_attributes
 
 _LAZY = {
     "CocoDetection": "ssdlite.data.coco",
@@ -33,13 +32,4 @@ _LAZY = {
 }
 
 __all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ssdlite.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

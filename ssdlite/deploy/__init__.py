@@ -6,8 +6,7 @@ Submodules load on first use: the ONNX Runtime back end (``onnx_runtime``) impor
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ssdlite._lazy import lazy_attributes
 
 _LAZY = {
     "Detector": "ssdlite.deploy.detector",
@@ -19,9 +18,4 @@ _LAZY = {
 }
 
 __all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'ssdlite.deploy' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
