@@ -21,16 +21,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssdlite._paths import REPO_ROOT
+from helpers import REPO_ROOT, ShapesData, run_tool, shapes_config, tiny_model, write_config
 from ssdlite.model.checkpoint import load_checkpoint, save_checkpoint
 from ssdlite.config import from_dict
-
-from .conftest import run_tool, shapes_config, write_config
 
 EPOCHS = 6  # x 3 steps; every run of this module uses this config unless it says otherwise
 
 
-def _config(shapes_data: Path, **train) -> dict:
+def _config(shapes_data: ShapesData, **train) -> dict:
     t = {"epochs": EPOCHS, "ema": True, "warmup_epochs": 1.0}
     t.update(train)
     cfg = shapes_config(shapes_data, **t)
@@ -39,7 +37,7 @@ def _config(shapes_data: Path, **train) -> dict:
 
 
 @pytest.fixture(scope="module")
-def run_config(shapes_data: Path, tmp_path_factory) -> Path:
+def run_config(shapes_data: ShapesData, tmp_path_factory) -> Path:
     return write_config(tmp_path_factory.mktemp("cfg") / "train.yaml", _config(shapes_data))
 
 
@@ -260,8 +258,7 @@ class _FullDisk:
 def _small_model_and_config():
     from ssdlite.model import build_model
 
-    cfg = from_dict({"model": {"backbone": {"name": "mobilenet_v3_small", "width_mult": 0.5}, "num_classes": 2,
-                               "input_size": [128, 128], "extra_channels": [64, 32, 32, 16]}})
+    cfg = from_dict({"model": tiny_model(2)})
     return build_model(cfg, load_backbone_weights=False), cfg
 
 
@@ -302,7 +299,7 @@ def test_disk_full_keeps_previous_checkpoint(where, tmp_path, monkeypatch) -> No
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd to tell checkpoint writes apart")
 @pytest.mark.fault("disk full during a training run", "tools/train.py exits 2 with one line naming last.pt and ENOSPC; "
                    "the previous epoch's last.pt is intact")
-def test_disk_full_during_training(shapes_data, tmp_path, monkeypatch, capsys) -> None:
+def test_disk_full_during_training(shapes_data: ShapesData, tmp_path, monkeypatch, capsys) -> None:
     import ssdlite.files as ck
 
     cfg = write_config(tmp_path / "c.yaml", _config(shapes_data, epochs=3, ema=False))
@@ -365,7 +362,7 @@ DIVERGE = ["--set", "train.lr=1e6", "--set", "train.clip_grad_norm=0", "--set", 
 
 @pytest.mark.fault("learning rate large enough to diverge (lr=1e6, no clipping)", "exit 2, one error line naming the "
                    "likely cause (learning rate) and the non-finite values; no checkpoint with NaN weights")
-def test_divergence_stops_with_a_clear_error(shapes_data, tmp_path, capsys) -> None:
+def test_divergence_stops_with_a_clear_error(shapes_data: ShapesData, tmp_path, capsys) -> None:
     cfg_dict = _config(shapes_data, ema=False)
     cfg_dict["data"]["val"] = shapes_config(shapes_data)["data"]["val"]  # evaluate, so best.pt is written too
     cfg = write_config(tmp_path / "c.yaml", cfg_dict)
@@ -382,7 +379,7 @@ def test_divergence_stops_with_a_clear_error(shapes_data, tmp_path, capsys) -> N
 
 @pytest.mark.slow
 @pytest.mark.fault("diverging run as a subprocess", "tools/train.py exits 2 naming the learning rate; no NaN checkpoint")
-def test_divergence_subprocess(shapes_data, tmp_path) -> None:
+def test_divergence_subprocess(shapes_data: ShapesData, tmp_path) -> None:
     cfg = write_config(tmp_path / "c.yaml", _config(shapes_data, ema=True))
     run = TrainProcess(cfg, tmp_path / "run", extra=DIVERGE)
     code = run.finish()
