@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import REPO_ROOT, ShapesData
+from helpers import REPO_ROOT, ShapesData, free_port
 from ssdlite.model.checkpoint import load_checkpoint
 from ssdlite.config import from_dict
 from ssdlite.train.trainer import NonFiniteLossError, Trainer
@@ -135,7 +135,9 @@ def test_wrong_class_count_is_a_clear_error(shapes_data, tmp_path):
 
 
 def test_torchrun_ddp_two_cpu_processes(shapes_data, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+    # a port free now, not a fixed one: suites running side by side must not meet on the same port
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}",
            str(REPO_ROOT / "tools" / "train.py"), "--output", str(tmp_path / "ddp"), "--no-progress", "--threads", "1",
            "--config", str(REPO_ROOT / "configs" / "shapes_demo.yaml")]
     for o in _overrides(shapes_data, epochs=1, batch_size=2, ema=False):
