@@ -2,7 +2,9 @@
 
 Every case carries ``@pytest.mark.fault(name, expected)``: the fault it injects and the
 behaviour it expects. When ``SSDLITE_ROBUSTNESS_REPORT`` names a file, each collected case and
-each outcome is appended to it as a JSON line (``tools/robustness.py`` turns them into its table).
+each outcome is appended to it as a JSON line (``tools/robustness.py`` turns them into its table);
+a case that records a ``seed`` property (``record_property("seed", n)``: the random timing of the
+kill -9 trials) has it appended to its message, so a failure in the table can be replayed.
 
 The cases' helpers are in ``tests/helpers.py`` (tools, configs) and the fixtures in
 ``tests/conftest.py`` (the shapes dataset); the faulty dataset is built in test_data_faults.py.
@@ -91,4 +93,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     elif report.when == "teardown":
         if report.failed and st["outcome"] in (None, "passed"):
             st["outcome"], st["message"] = "error", "teardown: " + _message(report)
+        seeds = [value for key, value in report.user_properties if key == "seed"]
+        if seeds and f"seed {seeds[-1]}" not in st["message"]:
+            st["message"] = " ".join(filter(None, [st["message"], f"[seed {seeds[-1]}]"]))
         _emit({"event": "result", "nodeid": report.nodeid, **_RUNNING.pop(report.nodeid)})
