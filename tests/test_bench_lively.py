@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from helpers import SMALLEST_CONFIG
 from ssdlite.apps.bench.lively import background_shift, lively_random_model
 from ssdlite.config import load_config
 from ssdlite.deploy.detector import preprocess
-
-from conftest import CONFIGS
 
 
 def _mean_count(cls_logits: torch.Tensor, thresh: float) -> float:
@@ -29,7 +28,7 @@ def test_background_shift_reaches_the_asked_count():
 def test_lively_model_with_candidates_scores_about_that_many_per_image():
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (240, 320, 3), dtype=np.uint8) for _ in range(3)]
-    cfg = load_config(CONFIGS / "ssdlite320_mobilenet_v3_small_reduced.yaml")
+    cfg = load_config(SMALLEST_CONFIG)
     model = lively_random_model(cfg, images, cls_std=0.5, candidates=10.0, score_thresh=0.3)
     batch, _ = preprocess(images, tuple(cfg.model.input_size), cfg.preprocess)
     with torch.no_grad():

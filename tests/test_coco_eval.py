@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssdlite._paths import shared_data_dir
+from helpers import require_shared
 from ssdlite.eval.backends import EVALUATORS
 from ssdlite.eval.coco import STAT_NAMES, EvalResult, detections_to_coco_results, evaluate_coco
 from ssdlite.eval.plots import plot_pr_curves
@@ -20,11 +20,9 @@ from ssdlite.eval.report import format_per_class, format_summary
 TOL = 1e-9
 
 
-def _cocoapi_dir() -> Path:
-    root = shared_data_dir()
-    if root is None or not (root / "cocoapi_results").is_dir():
-        pytest.skip("shared data (../shared/data/cocoapi_results) not found; known-answer cases need it")
-    return root / "cocoapi_results"
+@pytest.fixture(scope="module")
+def cocoapi_dir() -> Path:
+    return require_shared("cocoapi_results", "pycocotools' known answers on a real COCO subset")
 
 
 def _assert_same(a: EvalResult, b: EvalResult) -> None:
@@ -45,8 +43,8 @@ def _assert_same(a: EvalResult, b: EvalResult) -> None:
 
 
 @pytest.mark.parametrize("evaluator", EVALUATORS)
-def test_known_answer_fakebbox100(evaluator):
-    d = _cocoapi_dir()
+def test_known_answer_fakebbox100(evaluator, cocoapi_dir):
+    d = cocoapi_dir
     expected = json.loads((d / "expected_bbox_stats_fakebbox100.json").read_text())
     assert expected["keys"] == list(STAT_NAMES)
     r = evaluate_coco(d / "instances_val2014_100.json", d / "instances_val2014_fakebbox100_results.json",
@@ -59,8 +57,8 @@ def test_known_answer_fakebbox100(evaluator):
     assert round(r.stats_dict["AR100"], 3) == 0.595
 
 
-def test_known_answer_fakebbox100_per_class_identical():
-    d = _cocoapi_dir()
+def test_known_answer_fakebbox100_per_class_identical(cocoapi_dir):
+    d = cocoapi_dir
     gt = json.loads((d / "instances_val2014_100.json").read_text())
     dt = json.loads((d / "instances_val2014_fakebbox100_results.json").read_text())
     a, b = (evaluate_coco(gt, dt, evaluator=e) for e in EVALUATORS)
@@ -76,9 +74,9 @@ def test_known_answer_fakebbox100_per_class_identical():
 
 
 @pytest.mark.parametrize("evaluator", EVALUATORS)
-def test_known_answer_no_crowd_variant(evaluator):
+def test_known_answer_no_crowd_variant(evaluator, cocoapi_dir):
     """rodm's case: crowd-free GT, results stored as a COCO-style dict's 'annotations' list."""
-    d = _cocoapi_dir() / "no_crowd_variant_rodm"
+    d = cocoapi_dir / "no_crowd_variant_rodm"
     expected = json.loads((d / "expected_stats.json").read_text())
     assert expected["keys"] == list(STAT_NAMES)
     r = evaluate_coco(d / "sampled_gts_bbox_area.json", d / "sampled_bbox_results.json", evaluator=evaluator)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import CONFIGS, PAPER_CONFIGS, REPO_ROOT, missing_data_reason
+from ssdlite._paths import shared_data_dir
 from ssdlite.config import Config, ConfigError, from_dict, load_config, to_dict
-
-from conftest import PAPER_CONFIGS
 
 
 def test_paper_configs_load_and_round_trip():
@@ -85,15 +85,18 @@ def test_config_is_frozen():
 
 
 def test_coco_tiny80_config_points_at_the_shared_data():
-    from conftest import REPO_ROOT
-
     shared = REPO_ROOT.parent / "shared" / "data"
-    cfg = load_config(REPO_ROOT / "configs" / "coco_tiny80_memorize.yaml")
+    cfg = load_config(CONFIGS / "coco_tiny80_memorize.yaml")
     assert cfg.model.num_classes == 80 and cfg.data.augment == "none" and from_dict(to_dict(cfg)) == cfg
-    if not shared.is_dir():
-        pytest.skip(f"{shared} is absent (a user's clone): the config's data paths cannot be checked")
     for split in (cfg.data.train, cfg.data.val):  # relative to the repository root, as the README runs it
         assert (REPO_ROOT / split.images).resolve() == (shared / "coco_tiny80" / "train2017").resolve()
+    root = shared_data_dir()
+    if root is None or root.resolve() != shared.resolve():
+        reason = missing_data_reason("coco_tiny80", "the config's annotation files") or (
+            f"needs the real coco_tiny80 at {shared}, where the config's relative paths lead: it is absent there "
+            f"(the data in use is {root})")
+        pytest.skip(reason)
+    for split in (cfg.data.train, cfg.data.val):
         assert (REPO_ROOT / split.annotations).is_file()
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import ShapesData, require_shared
 from ssdlite.data.names import COCO80_IDS, COCO80_NAMES
 from ssdlite.data import CocoDetection, build_loader, collate, load_image
 
@@ -19,11 +20,8 @@ from ssdlite.data import CocoDetection, build_loader, collate, load_image
 
 
 @pytest.fixture(scope="module")
-def tiny80(shared_data: Path) -> Path:
-    root = shared_data / "coco_tiny80"
-    if not root.is_dir():
-        pytest.skip("coco_tiny80 is absent from the shared data folder")
-    return root
+def tiny80() -> Path:
+    return require_shared("coco_tiny80", "official COCO annotations: ids 1..90 with gaps, crowd RLE, known counts")
 
 
 @pytest.mark.parametrize("split", ["train2017", "val2017"])
@@ -70,14 +68,27 @@ def test_tiny80_sample_decodes_to_json_size(tiny80: Path) -> None:
     assert ds.stats["size_mismatch"] == 0
 
 
+def _assert_compact_index(ds: CocoDetection) -> None:
+    for name, value in vars(ds).items():
+        if isinstance(value, (list, dict, tuple, set)):
+            assert len(value) <= max(ds.num_classes, 20), f"{name} holds {len(value)} Python objects"
+    assert isinstance(ds._boxes, np.ndarray) and ds._boxes.dtype == np.float32
+
+
 def test_index_is_compact_numpy(tiny80: Path) -> None:
     """No Python container per image or annotation survives the parse (forked workers would copy them)."""
     ds = CocoDetection(tiny80 / "train2017", tiny80 / "annotations" / "instances_train2017.json")
     assert ds.stats["annotations"] > 700
-    for name, value in vars(ds).items():
-        if isinstance(value, (list, dict, tuple, set)):
-            assert len(value) <= max(ds.num_classes, 20), f"{name} holds {len(value)} Python objects"
-    assert isinstance(ds._boxes, np.ndarray) and ds._boxes.dtype == np.float32 and ds._boxes.shape == (705, 4)
+    _assert_compact_index(ds)
+    assert ds._boxes.shape == (705, 4)
+
+
+def test_index_is_compact_numpy_on_generated_data(shapes_data_320: ShapesData) -> None:
+    """The same on the shapes set (a user's clone has no coco_tiny80): 40 images, more than the 20 allowed."""
+    ds = CocoDetection(shapes_data_320.train_images, shapes_data_320.train_annotations)
+    assert len(ds) == 40 and ds.stats["annotations"] > 40
+    _assert_compact_index(ds)
+    assert ds._boxes.shape == (ds.stats["boxes"], 4)
 
 
 # ----------------------------------------------------------------------------- generated faults

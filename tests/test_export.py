@@ -1,17 +1,15 @@
-"""ONNX export: every paper config exports and matches PyTorch on real photos; the NMS variant;
-metadata; dynamic batch; a mismatch is caught; the export CLI."""
+"""ONNX export: every paper config exports and matches PyTorch on photos (the real ones, or generated
+ones in a user's clone); the NMS variant; metadata; dynamic batch; a mismatch is caught; the export CLI."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
-import cv2
 import numpy as np
 import onnx
 import pytest
-from conftest import PAPER_CONFIGS
-from ssdlite._paths import REPO_ROOT
+
+from helpers import PAPER_CONFIGS, SMALLEST_CONFIG, load_tool, read_rgb
 from ssdlite.model.anchors import AnchorGenerator
 from ssdlite.apps.bench.lively import lively_random_model
 from ssdlite.model.checkpoint import save_checkpoint
@@ -24,27 +22,21 @@ from ssdlite.deploy.verify import compare_detections, verify_export
 from ssdlite.model import build_model
 from ssdlite.deploy.onnx_runtime import OnnxRunner
 
-SMALLEST = REPO_ROOT / "configs" / "ssdlite320_mobilenet_v3_small_reduced.yaml"
-
-
-def lively_model(cfg, images, seed=0, cls_std=0.05):
-    """Random weights whose outputs depend on the image (untrained ones give flat scores)."""
-    return lively_random_model(cfg, images, seed=seed, cls_std=cls_std)
-
 
 @pytest.fixture(scope="module")
-def photos(shared_data):
-    paths = [shared_data / "photos" / "darknet" / n for n in ("dog.jpg", "horses.jpg")]
-    return paths, [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
+def photos(photo_set):
+    """(paths, RGB images) of two photos: dog and horses, or two generated ones."""
+    paths = photo_set.pick("dog.jpg", "horses.jpg")
+    return paths, [read_rgb(p) for p in paths]
 
 
 @pytest.fixture(scope="module")
 def small_export(photos, tmp_path_factory):
     """(checkpoint, raw .onnx, cfg) of a lively V3-Small reduced model, shared by several tests."""
     tmp = tmp_path_factory.mktemp("small_export")
-    cfg = load_config(SMALLEST)
+    cfg = load_config(SMALLEST_CONFIG)
     ckpt = tmp / "small.pt"
-    save_checkpoint(ckpt, lively_model(cfg, photos[1]), cfg)
+    save_checkpoint(ckpt, lively_random_model(cfg, photos[1]), cfg)
     return ckpt, export_onnx(ckpt, None, tmp / "small.onnx"), cfg
 
 
@@ -52,7 +44,7 @@ def small_export(photos, tmp_path_factory):
 def test_every_paper_config_exports_and_matches_torch(config, photos, tmp_path):
     cfg = load_config(config)
     ckpt = tmp_path / "m.pt"
-    save_checkpoint(ckpt, lively_model(cfg, photos[1]), cfg)
+    save_checkpoint(ckpt, lively_random_model(cfg, photos[1]), cfg)
     out = export_onnx(ckpt, None, tmp_path / "m.onnx")
     onnx.checker.check_model(str(out), full_check=True)
     proto = onnx.load(str(out))
@@ -67,9 +59,9 @@ def test_every_paper_config_exports_and_matches_torch(config, photos, tmp_path):
 
 def test_stride8_map_exports_and_matches_torch(photos, tmp_path):
     """The optional small-object map (model.anchors.stride8_scales): one more head, same graph contract."""
-    cfg = load_config(SMALLEST, ["model.anchors.stride8_scales=[0.05,0.075]", "model.stride8_top_down=true"])
+    cfg = load_config(SMALLEST_CONFIG, ["model.anchors.stride8_scales=[0.05,0.075]", "model.stride8_top_down=true"])
     ckpt = tmp_path / "s8.pt"
-    save_checkpoint(ckpt, lively_model(cfg, photos[1]), cfg)
+    save_checkpoint(ckpt, lively_random_model(cfg, photos[1]), cfg)
     out = export_onnx(ckpt, None, tmp_path / "s8.onnx")
     onnx.checker.check_model(str(out), full_check=True)
     proto = onnx.load(str(out))
@@ -109,7 +101,7 @@ def test_with_nms_graph_matches_our_postprocess(small_export, photos, tmp_path):
     assert report.compared >= 5
     # a batch of two gives each image's own detections (the per-image cap and batch_index work)
     runner = OnnxRunner(out, threads=1)
-    batch, _ = preprocess(photos[1], runner.input_size, load_config(SMALLEST).preprocess)
+    batch, _ = preprocess(photos[1], runner.input_size, load_config(SMALLEST_CONFIG).preprocess)
     both = runner.detect(batch)
     for i in range(2):
         (boxes, scores, labels), = runner.detect(batch[i : i + 1])
@@ -133,10 +125,11 @@ def test_dynamic_batch_export_runs_batches(small_export, photos, tmp_path):
 def test_verify_catches_a_different_network(small_export, photos, tmp_path):
     ckpt, out, cfg = small_export
     other = tmp_path / "other.pt"
-    save_checkpoint(other, lively_model(cfg, photos[1], seed=1), cfg)
+    save_checkpoint(other, lively_random_model(cfg, photos[1], seed=1), cfg)
     report = verify_export(out, other, photos[0], threads=1, score_thresh=0.2)
     assert not report.ok
-    assert any("dog.jpg" in m for m in report.problems) and any("raw cls_logits" in m for m in report.problems)
+    dog = photos[0][0].name  # dog.jpg among the real photos
+    assert any(dog in m for m in report.problems) and any("raw cls_logits" in m for m in report.problems)
 
 
 def test_compare_detections_tolerances():
@@ -165,18 +158,11 @@ def test_export_rejects_bad_arguments(small_export, tmp_path):
         export_onnx(build_model(cfg, load_backbone_weights=False), None, tmp_path / "x.onnx")
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", REPO_ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_export_cli_verify_passes_and_fails(small_export, photos, tmp_path, capsys, monkeypatch):
     from ssdlite.apps.cli import run
 
     ckpt, _, cfg = small_export
-    tool = _tool("export")
+    tool = load_tool("export")
     out = tmp_path / "cli.onnx"
     images = [str(p) for p in photos[0]]
     argv = ["--checkpoint", str(ckpt), "--out", str(out), "--verify", "--threads", "1", "--verify-score", "0.2", "--images", *images]
@@ -186,10 +172,10 @@ def test_export_cli_verify_passes_and_fails(small_export, photos, tmp_path, caps
     import ssdlite.deploy.export
 
     other = tmp_path / "other.pt"
-    save_checkpoint(other, lively_model(cfg, photos[1], seed=2), cfg)
+    save_checkpoint(other, lively_random_model(cfg, photos[1], seed=2), cfg)
     real_export = ssdlite.deploy.export.export_onnx
     monkeypatch.setattr(ssdlite.deploy.export, "export_onnx", lambda ckpt, *a, **k: real_export(other, *a, **k))
     assert run(tool.main, tool.build_parser(), argv) == 1
     captured = capsys.readouterr()
-    assert "verify: MISMATCH" in captured.out and "dog.jpg" in captured.out
+    assert "verify: MISMATCH" in captured.out and photos[0][0].name in captured.out  # dog.jpg among the real photos
     assert "disagree" in captured.err

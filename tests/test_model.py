@@ -9,6 +9,7 @@ import torch
 
 import backbones
 import ssdlite
+from helpers import PAPER_CONFIGS
 from ssdlite.model.anchors import AnchorGenerator
 from ssdlite.model.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from ssdlite.model.complexity import count_macs
@@ -16,8 +17,6 @@ from ssdlite.config import from_dict, load_config
 from ssdlite.model.convert import torchvision_config
 from ssdlite.deploy.detector import Detector, preprocess
 from ssdlite.model.loss import SSDLiteLoss
-
-from conftest import PAPER_CONFIGS
 
 # paper layout at 320: maps 20, 10, 5, 3, 2, 1 with 3, 6, 6, 6, 6, 6 boxes
 PAPER_ANCHORS_320 = 20 * 20 * 3 + (10 * 10 + 5 * 5 + 3 * 3 + 2 * 2 + 1) * 6

@@ -6,32 +6,30 @@ import shutil
 import subprocess
 import sys
 
-import cv2
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from ssdlite._paths import REPO_ROOT
+from helpers import SMALLEST_CONFIG, read_rgb
+from ssdlite.apps.bench.lively import lively_random_model
 from ssdlite.model.checkpoint import save_checkpoint
 from ssdlite.config import load_config
 from ssdlite.deploy.detector import Detector
 from ssdlite.deploy.export import export_onnx
 from ssdlite.deploy.verify import compare_detections
 from ssdlite.deploy.onnx_runtime import OnnxRunner
-from test_export import lively_model
-
-SMALLEST = REPO_ROOT / "configs" / "ssdlite320_mobilenet_v3_small_reduced.yaml"
 
 
 @pytest.fixture(scope="module")
-def exported(shared_data, tmp_path_factory):
+def exported(photo_set, tmp_path_factory):
+    """(checkpoint, .onnx, RGB images): a lively small model exported, and the person and giraffe
+    photos (or two generated ones) to run it on."""
     tmp = tmp_path_factory.mktemp("ort")
-    paths = [shared_data / "photos" / "darknet" / n for n in ("person.jpg", "giraffe.jpg")]
-    images = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
-    cfg = load_config(SMALLEST)
+    images = [read_rgb(p) for p in photo_set.pick("person.jpg", "giraffe.jpg")]
+    cfg = load_config(SMALLEST_CONFIG)
     ckpt = tmp / "model.pt"
-    save_checkpoint(ckpt, lively_model(cfg, images, seed=3), cfg)
+    save_checkpoint(ckpt, lively_random_model(cfg, images, seed=3), cfg)
     out = export_onnx(ckpt, None, tmp / "model.onnx")
     return ckpt, out, images
 

@@ -9,13 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import ShapesData, load_tool
 from ssdlite.data import CocoDetection
 from ssdlite.data.synthetic import DEFAULT_CLASSES, MAX_OBJECTS, MAX_SIZE, MIN_SIZE, SHAPES, make_shapes_dataset, render_image
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), num_train=40, num_val=8, size=320, seed=3)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -32,9 +28,9 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
     assert a["train_annotations"] == tmp_path / "a" / "annotations" / "instances_train.json"
 
 
-def test_objects_within_ranges(shapes: dict[str, Path]) -> None:
+def test_objects_within_ranges(shapes_data_320: ShapesData) -> None:
     for split, n_images in (("train", 40), ("val", 8)):
-        coco = json.loads(shapes[f"{split}_annotations"].read_text())
+        coco = json.loads(getattr(shapes_data_320, f"{split}_annotations").read_text())
         assert [c["id"] for c in coco["categories"]] == [1, 2, 3, 4]
         assert [c["name"] for c in coco["categories"]] == list(DEFAULT_CLASSES)
         assert len(coco["images"]) == n_images and all(im["width"] == im["height"] == 320 for im in coco["images"])
@@ -46,14 +42,14 @@ def test_objects_within_ranges(shapes: dict[str, Path]) -> None:
             assert 0 <= x and 0 <= y and x + w <= 320 and y + h <= 320
             assert MIN_SIZE - 1 <= max(w, h) <= MAX_SIZE, a
             assert a["iscrowd"] == 0 and 0 < a["area"] <= w * h and a["segmentation"]
-    train = json.loads(shapes["train_annotations"].read_text())
+    train = json.loads(shapes_data_320.train_annotations.read_text())
     counts = Counter(a["category_id"] for a in train["annotations"])
     assert set(counts) == {1, 2, 3, 4}  # every class appears
     assert len({im["id"] for im in train["images"]}) >= 30 and sum(per_image.values()) > 8  # several objects per image
 
 
-def test_loads_cleanly(shapes: dict[str, Path]) -> None:
-    ds = CocoDetection(shapes["train_images"], shapes["train_annotations"])
+def test_loads_cleanly(shapes_data_320: ShapesData) -> None:
+    ds = CocoDetection(shapes_data_320.train_images, shapes_data_320.train_annotations)
     st = ds.stats
     assert len(ds) == 40 and ds.class_names == list(DEFAULT_CLASSES)
     assert all(st[k] == 0 for k in ("invalid_boxes", "degenerate_boxes", "clamped_boxes", "unknown_category"))
@@ -87,13 +83,7 @@ def test_bad_arguments(tmp_path: Path) -> None:
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    import importlib.util
-
-    from ssdlite._paths import REPO_ROOT
-
-    spec = importlib.util.spec_from_file_location("make_synthetic", REPO_ROOT / "tools" / "make_synthetic.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("make_synthetic")
     args = tool.build_parser().parse_args(["--output", str(tmp_path / "d"), "--train", "3", "--val", "1", "--seed", "2",
                                            "--classes", "circle", "star", "cross", "ellipse", "triangle"])
     assert tool.main(args) == 0

@@ -12,22 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import REPO_ROOT, ShapesData, free_port
 from ssdlite.model.checkpoint import load_checkpoint
 from ssdlite.config import from_dict
-from ssdlite.data.synthetic import make_shapes_dataset
 from ssdlite.train.trainer import NonFiniteLossError, Trainer
 
-REPO = Path(__file__).resolve().parent.parent
 
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("shapes")
-    make_shapes_dataset(d, num_train=12, num_val=4, size=128, seed=3)
-    return d
-
-
-def _overrides(data: Path, **train) -> list[str]:
+def _overrides(data: ShapesData, **train) -> list[str]:
     base = {
         "epochs": 2, "batch_size": 4, "lr": 0.05, "reference_batch": 4, "warmup_epochs": 0.5, "workers": 0,
         "eval_every": 1, "ema": True, "seed": 7,
@@ -36,8 +27,8 @@ def _overrides(data: Path, **train) -> list[str]:
     return [
         "model.backbone.name=mobilenet_v3_small", "model.backbone.width_mult=0.5", "model.num_classes=4",
         "model.input_size=[128,128]", "model.extra_channels=[64,32,32,16]",
-        f"data.train.images={data}/train", f"data.train.annotations={data}/annotations/instances_train.json",
-        f"data.val.images={data}/val", f"data.val.annotations={data}/annotations/instances_val.json",
+        f"data.train.images={data.train_images}", f"data.train.annotations={data.train_annotations}",
+        f"data.val.images={data.val_images}", f"data.val.annotations={data.val_annotations}",
     ] + [f"train.{k}={v}" for k, v in base.items()]
 
 
@@ -46,9 +37,9 @@ def _weights(path: Path) -> dict:
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
-def test_resume_after_interruption_gives_identical_weights(shapes, tmp_path, optimizer):
+def test_resume_after_interruption_gives_identical_weights(shapes_data, tmp_path, optimizer):
     torch.set_num_threads(1)
-    cfg = from_dict({}, _overrides(shapes, optimizer=optimizer, **({"lr": 0.002, "weight_decay": 0.05} if optimizer == "adamw" else {})))
+    cfg = from_dict({}, _overrides(shapes_data, optimizer=optimizer, **({"lr": 0.002, "weight_decay": 0.05} if optimizer == "adamw" else {})))
     full = Trainer(cfg, tmp_path / "full", progress=False)
     full.fit()
 
@@ -84,8 +75,8 @@ def test_resume_after_interruption_gives_identical_weights(shapes, tmp_path, opt
         assert (tmp_path / "full" / name).exists(), name
 
 
-def test_nonfinite_losses_stop_the_run_without_nan_checkpoint(shapes, tmp_path):
-    cfg = from_dict({}, _overrides(shapes, max_nonfinite=2, ema=False))
+def test_nonfinite_losses_stop_the_run_without_nan_checkpoint(shapes_data, tmp_path):
+    cfg = from_dict({}, _overrides(shapes_data, max_nonfinite=2, ema=False))
     trainer = Trainer(cfg, tmp_path / "nan", progress=False)
     real = trainer.criterion
 
@@ -103,11 +94,11 @@ def test_nonfinite_losses_stop_the_run_without_nan_checkpoint(shapes, tmp_path):
         assert torch.isfinite(v.float()).all()
 
 
-def test_one_nonfinite_batch_is_skipped_without_poisoning_batch_norm(shapes, tmp_path):
+def test_one_nonfinite_batch_is_skipped_without_poisoning_batch_norm(shapes_data, tmp_path):
     """An inf image reaches the forward pass (BN running statistics become NaN there, before the
     loss is known): the step is skipped and counted, the statistics are restored, the run ends and
     saves finite checkpoints."""
-    cfg = from_dict({}, _overrides(shapes, epochs=1, ema=False))
+    cfg = from_dict({}, _overrides(shapes_data, epochs=1, ema=False))
     trainer = Trainer(cfg, tmp_path / "inf", progress=False)
     loader, seen = trainer.loader, []
 
@@ -130,27 +121,29 @@ def test_one_nonfinite_batch_is_skipped_without_poisoning_batch_norm(shapes, tmp
             assert torch.isfinite(m.running_var).all() and torch.isfinite(m.running_mean).all()
 
 
-def test_time_budget_stops_cleanly_and_evaluates(shapes, tmp_path):
-    cfg = from_dict({}, _overrides(shapes, epochs=50, time_budget_s=1e-3, ema=False))
+def test_time_budget_stops_cleanly_and_evaluates(shapes_data, tmp_path):
+    cfg = from_dict({}, _overrides(shapes_data, epochs=50, time_budget_s=1e-3, ema=False))
     final = Trainer(cfg, tmp_path / "budget", progress=False).fit()
     assert final["step"] == 1 and "AP" in final
     assert (tmp_path / "budget" / "last.pt").exists()
 
 
-def test_wrong_class_count_is_a_clear_error(shapes, tmp_path):
-    cfg = from_dict({}, _overrides(shapes) + ["model.num_classes=80"])
+def test_wrong_class_count_is_a_clear_error(shapes_data, tmp_path):
+    cfg = from_dict({}, _overrides(shapes_data) + ["model.num_classes=80"])
     with pytest.raises(ValueError, match=r"model.num_classes=80 but .*instances_train.json has 4 categories"):
         Trainer(cfg, tmp_path / "x", progress=False)
 
 
-def test_torchrun_ddp_two_cpu_processes(shapes, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           str(REPO / "tools" / "train.py"), "--output", str(tmp_path / "ddp"), "--no-progress", "--threads", "1",
-           "--config", str(REPO / "configs" / "shapes_demo.yaml")]
-    for o in _overrides(shapes, epochs=1, batch_size=2, ema=False):
+def test_torchrun_ddp_two_cpu_processes(shapes_data, tmp_path):
+    # a port free now, not a fixed one: suites running side by side must not meet on the same port
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}",
+           str(REPO_ROOT / "tools" / "train.py"), "--output", str(tmp_path / "ddp"), "--no-progress", "--threads", "1",
+           "--config", str(REPO_ROOT / "configs" / "shapes_demo.yaml")]
+    for o in _overrides(shapes_data, epochs=1, batch_size=2, ema=False):
         cmd += ["--set", o]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT)
     assert res.returncode == 0, res.stderr[-3000:]
     state = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert state["world_size"] == 2 and state["epoch"] == 1

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import write_video
 from ssdlite.deploy.detector import Detections
 from ssdlite.apps.draw import class_color, draw_detections
 from ssdlite.apps.sinks import default_save_path
@@ -203,12 +204,8 @@ def test_ctrl_c_stops_cleanly_and_releases_everything(tmp_path):
 
 @pytest.fixture()
 def small_video(tmp_path):
-    path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (64, 48))
-    for i in range(25):
-        writer.write(np.full((48, 64, 3), i * 10, np.uint8))
-    writer.release()
-    return path
+    """1 s of MJPG video: 25 frames of 64 x 48 at 25 fps."""
+    return write_video(tmp_path / "clip.avi", frames=25, fps=25.0, size=(64, 48))
 
 
 def test_file_read_sequentially_unless_realtime(small_video):

@@ -11,10 +11,9 @@ import pytest
 import torch
 
 import ssdlite
+from helpers import ShapesData, run_tool, shapes_config, tiny_model, write_config
 from ssdlite.model.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from ssdlite.config import ConfigError, from_dict, load_config, to_dict
-
-from .conftest import run_tool, shapes_config, write_config
 
 
 class Payload:
@@ -28,8 +27,7 @@ class Payload:
 
 
 def _tiny_cfg(num_classes: int = 2, **model):
-    m = {"backbone": {"name": "mobilenet_v3_small", "width_mult": 0.5}, "num_classes": num_classes,
-         "input_size": [128, 128], "extra_channels": [64, 32, 32, 16]}
+    m = tiny_model(num_classes)
     m.update(model)
     return from_dict({"model": m})
 
@@ -91,7 +89,7 @@ ENTRY_POINTS = {
 
 @pytest.mark.parametrize("entry", [pytest.param(k, marks=pytest.mark.fault(
     f"pickle payload via {k}", f"{v}; the payload never runs")) for k, v in ENTRY_POINTS.items()])
-def test_pickle_payload_refused_everywhere(entry, genuine, shapes_data, tmp_path, capsys) -> None:
+def test_pickle_payload_refused_everywhere(entry, genuine, shapes_data: ShapesData, tmp_path, capsys) -> None:
     marker = tmp_path / "pwned"
     evil = _evil("in_genuine", genuine, tmp_path, marker)
     if entry == "load_model":
@@ -102,8 +100,8 @@ def test_pickle_payload_refused_everywhere(entry, genuine, shapes_data, tmp_path
             ssdlite.Detector.from_checkpoint(evil)
     else:
         if entry.startswith("tools/eval"):
-            argv = ["eval", "--checkpoint", evil, "--images", shapes_data / "val",
-                    "--annotations", shapes_data / "annotations" / "instances_val.json"]
+            argv = ["eval", "--checkpoint", evil, "--images", shapes_data.val_images,
+                    "--annotations", shapes_data.val_annotations]
         elif entry.startswith("tools/detect"):
             argv = ["detect", "--checkpoint", evil, "--source", _source_image(tmp_path)]
         elif entry.startswith("tools/export"):
@@ -260,9 +258,9 @@ def test_override_of_architecture_names_the_key(genuine, tmp_path, capsys) -> No
 
 @pytest.mark.fault("tools/eval.py --checkpoint with --set changing the model", "refused naming the key, never "
                    "silently ignored")
-def test_eval_does_not_ignore_overrides(genuine, shapes_data, capsys) -> None:
-    code = run_tool("eval", ["--checkpoint", genuine, "--images", shapes_data / "val", "--annotations",
-                             shapes_data / "annotations" / "instances_val.json", "--set", "model.extra_channels=[64,32,32,64]"])
+def test_eval_does_not_ignore_overrides(genuine, shapes_data: ShapesData, capsys) -> None:
+    code = run_tool("eval", ["--checkpoint", genuine, "--images", shapes_data.val_images, "--annotations",
+                             shapes_data.val_annotations, "--set", "model.extra_channels=[64,32,32,64]"])
     err = capsys.readouterr().err
     assert code == 2 and "model.extra_channels is fixed by the trained model" in err
 
@@ -323,12 +321,12 @@ def foreign_onnx(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("tool", [pytest.param(t, marks=pytest.mark.fault(
     f"ONNX file that is not ours (no metadata) via tools/{t}.py", "exit 2, one error line: not an ssdlite export, "
     "how to make one")) for t in ("detect", "eval")])
-def test_foreign_onnx_via_tools(tool, foreign_onnx, shapes_data, tmp_path, capsys) -> None:
+def test_foreign_onnx_via_tools(tool, foreign_onnx, shapes_data: ShapesData, tmp_path, capsys) -> None:
     if tool == "detect":
         argv = ["--checkpoint", foreign_onnx, "--source", _source_image(tmp_path)]
     else:
-        argv = ["--checkpoint", foreign_onnx, "--images", shapes_data / "val",
-                "--annotations", shapes_data / "annotations" / "instances_val.json"]
+        argv = ["--checkpoint", foreign_onnx, "--images", shapes_data.val_images,
+                "--annotations", shapes_data.val_annotations]
     code = run_tool(tool, argv)
     err = capsys.readouterr().err
     assert code == 2

@@ -4,6 +4,10 @@ Short CPU runs of tools/train.py in a subprocess (MobileNetV3-Small x0.5 at 128 
 images, 3 steps per epoch). The reference is the same config trained without interruption in
 this process: training is deterministic on CPU with one thread, so a resumed run must end
 with bit-identical weights (compared with ``torch.equal``).
+
+The kill -9 and SIGTERM trials signal at random moments. Each prints the seed it drew (pytest
+shows it with a failure) and names it in its assertion messages; ``SSDLITE_FAULT_SEED=<seed>``
+replays the same moments (as far as the machine's speed allows).
 """
 
 from __future__ import annotations
@@ -21,16 +25,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssdlite._paths import REPO_ROOT
+from helpers import REPO_ROOT, ShapesData, run_tool, shapes_config, tiny_model, write_config
 from ssdlite.model.checkpoint import load_checkpoint, save_checkpoint
 from ssdlite.config import from_dict
 
-from .conftest import run_tool, shapes_config, write_config
-
 EPOCHS = 6  # x 3 steps; every run of this module uses this config unless it says otherwise
+SEED_ENV = "SSDLITE_FAULT_SEED"  # replays a trial's random moments: the seed it printed
 
 
-def _config(shapes_data: Path, **train) -> dict:
+def _config(shapes_data: ShapesData, **train) -> dict:
     t = {"epochs": EPOCHS, "ema": True, "warmup_epochs": 1.0}
     t.update(train)
     cfg = shapes_config(shapes_data, **t)
@@ -39,7 +42,7 @@ def _config(shapes_data: Path, **train) -> dict:
 
 
 @pytest.fixture(scope="module")
-def run_config(shapes_data: Path, tmp_path_factory) -> Path:
+def run_config(shapes_data: ShapesData, tmp_path_factory) -> Path:
     return write_config(tmp_path_factory.mktemp("cfg") / "train.yaml", _config(shapes_data))
 
 
@@ -55,13 +58,28 @@ def reference(run_config: Path, tmp_path_factory) -> dict:
     return load_checkpoint(out / "last.pt")
 
 
-def _assert_same_weights(a: dict, b: dict) -> None:
-    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"])
+@pytest.fixture
+def seed(request: pytest.FixtureRequest, record_property) -> int:
+    """The seed of a trial's random moments: ``$SSDLITE_FAULT_SEED`` (a replay) or a fresh one.
+
+    Printed (pytest shows it with a failure's captured output) and recorded as the case's
+    ``seed`` property (tools/robustness.py's table names it with a failure)."""
+    env = os.environ.get(SEED_ENV)
+    value = int(env) if env else random.SystemRandom().randrange(2**32)
+    slow = " -m slow" if request.node.get_closest_marker("slow") else ""
+    print(f"{request.node.name}: seed {value} (replay: {SEED_ENV}={value} python -m pytest{slow} '{request.node.nodeid}')")
+    record_property("seed", value)
+    return value
+
+
+def _assert_same_weights(a: dict, b: dict, tag: str = "") -> None:
+    prefix = f"[{tag}] " if tag else ""
+    assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]), f"{prefix}epoch, step {(a['epoch'], a['step'])} != {(b['epoch'], b['step'])}"
     for part in ("model", "ema"):
         x, y = a[part], b[part]
-        assert x.keys() == y.keys()
+        assert x.keys() == y.keys(), f"{prefix}{part}: other tensor names"
         different = [k for k in x if not torch.equal(x[k], y[k])]
-        assert not different, f"{part}: {len(different)} tensors differ after resume, e.g. {different[:3]}"
+        assert not different, f"{prefix}{part}: {len(different)} tensors differ after resume, e.g. {different[:3]}"
 
 
 def _temp_files(out: Path) -> list[str]:
@@ -121,8 +139,27 @@ def _resume_in_process(run_config: Path, out: Path) -> None:
     Trainer(load_config(run_config), out, resume=True, progress=False).fit()
 
 
-def _kill_trial(run_config: Path, out: Path, rng: random.Random, kills: int, resume_in_subprocess: bool, capsys) -> list[str]:
-    """Train, kill -9 at random moments ``kills`` times, resume each time; returns what happened."""
+def _trial_tag(seed: int, trial: int | None = None) -> str:
+    return f"seed {seed}" if trial is None else f"seed {seed}, trial {trial}"
+
+
+def _kill_trial(run_config: Path, out: Path, seed: int, kills: int, resume_in_subprocess: bool, capsys,
+                trial: int | None = None) -> list[str]:
+    """Train, kill -9 at random moments ``kills`` times, resume each time; returns what happened.
+
+    The moments depend on ``seed`` (and ``trial``) alone; the seed heads every failure message."""
+    tag = _trial_tag(seed, trial)
+    rng = random.Random(seed if trial is None else f"{seed}/{trial}")
+    try:
+        return _kill_and_resume(run_config, out, rng, kills, resume_in_subprocess, capsys, tag)
+    except Exception as e:  # a timeout or an error of the run, not only the assertions: name the seed too
+        if f"[{tag}]" not in str(e):
+            e.add_note(f"[{tag}] replay: {SEED_ENV}={seed}")
+        raise
+
+
+def _kill_and_resume(run_config: Path, out: Path, rng: random.Random, kills: int, resume_in_subprocess: bool, capsys,
+                     tag: str) -> list[str]:
     log = []
     previous = None
     finished = False
@@ -143,17 +180,17 @@ def _kill_trial(run_config: Path, out: Path, rng: random.Random, kills: int, res
         if resume:  # it started from the last complete checkpoint (unless killed before it got that far)
             expected = f"resumed from {out / 'last.pt'}: epoch {previous['epoch']}, step {previous['step']}"
             resumed = [line for line in run.lines if line.startswith("resumed from")]
-            assert resumed == [expected] or (not resumed and code != 0), (resumed, expected)
+            assert resumed == [expected] or (not resumed and code != 0), f"[{tag}] kill {k}: resumed {resumed}, expected {expected!r}"
         if code == 0:
             log.append(f"kill {k}: the run finished before the kill")
             finished = True
             break
-        assert code == -signal.SIGKILL, run.output[-2000:]
+        assert code == -signal.SIGKILL, f"[{tag}] kill {k}: exit code {code}, not -9\n{run.output[-2000:]}"
         if (out / "last.pt").exists():
             state = load_checkpoint(out / "last.pt")  # always loads
-            assert state["epoch_step"] == 0, "kill -9 cannot leave a mid-epoch checkpoint: only epoch ends are saved"
+            assert state["epoch_step"] == 0, f"[{tag}] kill {k}: kill -9 cannot leave a mid-epoch checkpoint: only epoch ends are saved"
             if previous is not None:
-                assert state["step"] >= previous["step"]
+                assert state["step"] >= previous["step"], f"[{tag}] kill {k}: last.pt went back from step {previous['step']} to {state['step']}"
             previous = state
             log.append(f"kill {k} after {delay:.2f} s: last.pt at epoch {state['epoch']}")
         else:
@@ -163,38 +200,41 @@ def _kill_trial(run_config: Path, out: Path, rng: random.Random, kills: int, res
     elif resume_in_subprocess:
         resume = (out / "last.pt").exists()
         run = TrainProcess(run_config, out, resume=resume)
-        assert run.finish() == 0, run.output[-3000:]
+        assert run.finish() == 0, f"[{tag}] the last resume failed\n{run.output[-3000:]}"
         if resume and previous is not None:
-            assert f"resumed from {out / 'last.pt'}: epoch {previous['epoch']}, step {previous['step']}" in run.output
+            expected = f"resumed from {out / 'last.pt'}: epoch {previous['epoch']}, step {previous['step']}"
+            assert expected in run.output, f"[{tag}] the last resume did not say {expected!r}"
     else:
         _resume_in_process(run_config, out)
         if previous is not None:
-            assert f"resumed from {out / 'last.pt'}: epoch {previous['epoch']}, step {previous['step']}" in capsys.readouterr().out
-    assert _temp_files(out) == [], "temp files left behind"
+            expected = f"resumed from {out / 'last.pt'}: epoch {previous['epoch']}, step {previous['step']}"
+            assert expected in capsys.readouterr().out, f"[{tag}] the last resume did not say {expected!r}"
+    assert _temp_files(out) == [], f"[{tag}] temp files left behind"
     return log
 
 
 # ----------------------------------------------------------------------------- kill -9
 
 
-@pytest.mark.fault("kill -9 during training (1 trial)", "--resume starts from the last complete checkpoint, which loads; "
-                   "final weights equal an uninterrupted run's (torch.equal)")
-def test_kill9_then_resume_reaches_the_same_weights(run_config, reference, tmp_path, capsys) -> None:
-    _kill_trial(run_config, tmp_path / "run", random.Random(), kills=1, resume_in_subprocess=False, capsys=capsys)
-    _assert_same_weights(load_checkpoint(tmp_path / "run" / "last.pt"), reference)
+@pytest.mark.fault("kill -9 during training (1 trial at a random moment; seed logged, SSDLITE_FAULT_SEED replays it)",
+                   "--resume starts from the last complete checkpoint, which loads; final weights equal an "
+                   "uninterrupted run's (torch.equal)")
+def test_kill9_then_resume_reaches_the_same_weights(run_config, reference, seed, tmp_path, capsys) -> None:
+    _kill_trial(run_config, tmp_path / "run", seed, kills=1, resume_in_subprocess=False, capsys=capsys)
+    _assert_same_weights(load_checkpoint(tmp_path / "run" / "last.pt"), reference, _trial_tag(seed))
 
 
 @pytest.mark.slow
-@pytest.mark.fault("kill -9 at random moments (4 trials, up to 3 kills each)", "every --resume starts from the last "
-                   "complete checkpoint, which always loads; every trial ends with the uninterrupted run's weights")
-def test_kill9_random_moments_trials(run_config, reference, tmp_path, capsys) -> None:
-    rng = random.Random(int(time.time()))
+@pytest.mark.fault("kill -9 at random moments (4 trials, up to 3 kills each; seed logged, SSDLITE_FAULT_SEED replays "
+                   "them)", "every --resume starts from the last complete checkpoint, which always loads; every trial "
+                   "ends with the uninterrupted run's weights")
+def test_kill9_random_moments_trials(run_config, reference, seed, tmp_path, capsys) -> None:
     for trial in range(4):
         out = tmp_path / f"trial{trial}"
-        log = _kill_trial(run_config, out, rng, kills=3, resume_in_subprocess=True, capsys=capsys)
-        _assert_same_weights(load_checkpoint(out / "last.pt"), reference)
+        log = _kill_trial(run_config, out, seed, kills=3, resume_in_subprocess=True, capsys=capsys, trial=trial)
+        _assert_same_weights(load_checkpoint(out / "last.pt"), reference, _trial_tag(seed, trial))
         with capsys.disabled():
-            print(f"\ntrial {trial}: " + "; ".join(log) + "; resumed run equals the uninterrupted one")
+            print(f"\ntrial {trial} (seed {seed}): " + "; ".join(log) + "; resumed run equals the uninterrupted one")
 
 
 @pytest.mark.slow
@@ -209,24 +249,24 @@ def test_subprocess_run_is_deterministic(run_config, reference, tmp_path) -> Non
 # ----------------------------------------------------------------------------- SIGTERM
 
 
-@pytest.mark.fault("SIGTERM during training", "a checkpoint is written, exit code 0; resuming from it gives the "
+@pytest.mark.fault("SIGTERM during training (at a random moment; seed logged)", "a checkpoint is written, exit code 0; resuming from it gives the "
                    "uninterrupted run's weights")
-def test_sigterm_saves_and_exits_cleanly(run_config, reference, tmp_path, capsys) -> None:
+def test_sigterm_saves_and_exits_cleanly(run_config, reference, seed, tmp_path, capsys) -> None:
     out = tmp_path / "run"
     run = TrainProcess(run_config, out)
     try:
         run.wait_for(lambda: (out / "last.pt").exists())
-        time.sleep(random.uniform(0.0, 0.1))
+        time.sleep(random.Random(seed).uniform(0.0, 0.1))
         run.signal(signal.SIGTERM)
     finally:
         code = run.finish()
-    assert code == 0, run.output[-3000:]
+    assert code == 0, f"[seed {seed}]\n{run.output[-3000:]}"
     assert "SIGTERM: saved" in run.output
     state = load_checkpoint(out / "last.pt")
     assert state["step"] < EPOCHS * 3
     assert _temp_files(out) == []
     _resume_in_process(run_config, out)
-    _assert_same_weights(load_checkpoint(out / "last.pt"), reference)
+    _assert_same_weights(load_checkpoint(out / "last.pt"), reference, _trial_tag(seed))
 
 
 # ----------------------------------------------------------------------------- a full disk
@@ -260,8 +300,7 @@ class _FullDisk:
 def _small_model_and_config():
     from ssdlite.model import build_model
 
-    cfg = from_dict({"model": {"backbone": {"name": "mobilenet_v3_small", "width_mult": 0.5}, "num_classes": 2,
-                               "input_size": [128, 128], "extra_channels": [64, 32, 32, 16]}})
+    cfg = from_dict({"model": tiny_model(2)})
     return build_model(cfg, load_backbone_weights=False), cfg
 
 
@@ -302,7 +341,7 @@ def test_disk_full_keeps_previous_checkpoint(where, tmp_path, monkeypatch) -> No
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd to tell checkpoint writes apart")
 @pytest.mark.fault("disk full during a training run", "tools/train.py exits 2 with one line naming last.pt and ENOSPC; "
                    "the previous epoch's last.pt is intact")
-def test_disk_full_during_training(shapes_data, tmp_path, monkeypatch, capsys) -> None:
+def test_disk_full_during_training(shapes_data: ShapesData, tmp_path, monkeypatch, capsys) -> None:
     import ssdlite.files as ck
 
     cfg = write_config(tmp_path / "c.yaml", _config(shapes_data, epochs=3, ema=False))
@@ -365,7 +404,7 @@ DIVERGE = ["--set", "train.lr=1e6", "--set", "train.clip_grad_norm=0", "--set", 
 
 @pytest.mark.fault("learning rate large enough to diverge (lr=1e6, no clipping)", "exit 2, one error line naming the "
                    "likely cause (learning rate) and the non-finite values; no checkpoint with NaN weights")
-def test_divergence_stops_with_a_clear_error(shapes_data, tmp_path, capsys) -> None:
+def test_divergence_stops_with_a_clear_error(shapes_data: ShapesData, tmp_path, capsys) -> None:
     cfg_dict = _config(shapes_data, ema=False)
     cfg_dict["data"]["val"] = shapes_config(shapes_data)["data"]["val"]  # evaluate, so best.pt is written too
     cfg = write_config(tmp_path / "c.yaml", cfg_dict)
@@ -382,7 +421,7 @@ def test_divergence_stops_with_a_clear_error(shapes_data, tmp_path, capsys) -> N
 
 @pytest.mark.slow
 @pytest.mark.fault("diverging run as a subprocess", "tools/train.py exits 2 naming the learning rate; no NaN checkpoint")
-def test_divergence_subprocess(shapes_data, tmp_path) -> None:
+def test_divergence_subprocess(shapes_data: ShapesData, tmp_path) -> None:
     cfg = write_config(tmp_path / "c.yaml", _config(shapes_data, ema=True))
     run = TrainProcess(cfg, tmp_path / "run", extra=DIVERGE)
     code = run.finish()
