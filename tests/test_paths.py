@@ -42,9 +42,11 @@ def test_explicit_non_folder_means_absent(layout, monkeypatch, target) -> None:
         path.write_text("not a folder")
     monkeypatch.setenv(_paths.DATA_ENV, str(path))
     assert _paths.shared_data_dir() is None
-    from ssdlite.deploy.export import default_verify_images
+    from ssdlite.deploy.verify import default_verify_images
 
-    assert default_verify_images() == []
+    generated = default_verify_images()  # no real photos: generated scenes, so --verify works in any clone
+    assert len(generated) == 4 and all(p.suffix == ".png" and p.is_file() for p in generated)
+    assert default_verify_images() == generated  # written once, reused
     reason = missing_data_reason("photos/darknet", "real photos")
     assert reason == f"needs the real photos/darknet (real photos): {_paths.DATA_ENV}={path} is not a folder"
 
