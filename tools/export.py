@@ -4,8 +4,8 @@ normalization and postprocess settings in the metadata).
     python tools/export.py --checkpoint runs/x/best.pt --out model.onnx --verify
     python tools/detect.py --checkpoint model.onnx --source 0 --show
 
---verify runs the PyTorch and the ONNX Runtime back ends on the photos of the shared data
-(or --images) and exits non-zero, listing the worst differences, unless every detection
+--verify runs the PyTorch and the ONNX Runtime back ends on --images (default: the photos of the
+shared data, or generated scenes where it is absent) and exits non-zero, listing the worst differences, unless every detection
 scoring clearly above the threshold matches (boxes <= 0.5 px, scores <= 1e-4, same label).
 --with-nms puts decoding and ONNX NonMaxSuppression in the graph (outputs boxes, scores,
 labels, batch_index) for runtimes without ssdlite's postprocess; its thresholds are fixed at
@@ -25,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..20 (default: 17)")
     parser.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch dimension (default: batch 1)")
     parser.add_argument("--with-nms", action="store_true", help="decode + NonMaxSuppression in the graph")
-    parser.add_argument("--verify", action="store_true", help="compare ONNX Runtime with PyTorch on real photos; fail on mismatch")
-    parser.add_argument("--images", nargs="+", default=None, help="images for --verify (default: the shared photos/darknet/*.jpg)")
+    parser.add_argument("--verify", action="store_true", help="compare ONNX Runtime with PyTorch on images; fail on mismatch")
+    parser.add_argument("--images", nargs="+", default=None, help="images for --verify (default: the shared photos/darknet/*.jpg, else generated scenes)")
     parser.add_argument("--verify-score", type=float, default=None, help="score threshold for --verify (default: the checkpoint's)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

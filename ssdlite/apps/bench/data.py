@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ssdlite.apps.bench import data_memory
+from ssdlite.apps.bench.machine import cpu_description
 
 TARGET_RATIO = 1.5
 _MEAN = (0.485, 0.456, 0.406)
@@ -153,6 +154,7 @@ def _run_throughput(args: argparse.Namespace) -> int:
     ratio = med["ours"] / med["torchvision"]
     print(f"data pipeline on {root} ({n} images), decode + ssdlite augmentation + resize {args.size}x{args.size} + normalize"
           f" + collate (batch {args.batch_size}); one process, one thread; {args.repeats} alternating passes, medians")
+    print(f"CPU: {cpu_description()}")
     print(f"{'pipeline':<44} {'images/s':>9} {'ms/image':>9}   all runs (images/s)")
     labels = {"ours": "ours (OpenCV + albumentations)", "torchvision": "torchvision reference (PIL + transforms v2)"}
     for k in pipelines:

@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from ssdlite.apps.bench.machine import cpu_description
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``--coco-scale`` flags, as a group of the ``data`` benchmark's parser."""
@@ -151,6 +153,7 @@ def _print_scale(results: dict[str, dict[str, Any]], workers: int) -> None:
           f"Pass: main + {workers} DataLoader workers, one shuffled pass over every target (no decoding); peak sums over "
           f"the processes: PSS (shared pages split, the real total), USS (private pages), RSS (shared pages counted "
           f"in every process).")
+    print(f"CPU: {cpu_description()}")
     print(f"{'':<42} {'-------- load ---------':>23}   {'-------------------- pass --------------------':>48}")
     print(f"{'dataset':<42} {'s':>5} {'index':>7} {'peak':>9}   {'s':>5} {'PSS':>8} {'USS':>8} {'RSS':>8} {'worker USS':>11}")
     for impl, r in results.items():

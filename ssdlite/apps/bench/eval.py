@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ssdlite.apps.bench.machine import cpu_description
+
 TARGET_RATIO = 0.25
 _SIZES = ((640, 480), (480, 640), (640, 427), (427, 640), (640, 360), (500, 375), (640, 640))
 
@@ -168,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
     max_diff = max(abs(a - b) for a, b in zip(stats["faster"], stats["pycocotools"]))
     same = max_diff <= 1e-9
     print()
+    print(f"CPU: {cpu_description()}")
     print(f"{'evaluator':<12} {'median s':>9} {'min s':>8} {'ratio':>7}   {'cpu s':>8} {'ratio':>7}")
     for name in ("pycocotools", "faster"):
         print(f"{name:<12} {med[name]:9.2f} {min(times[name]):8.2f} {med[name] / med['pycocotools']:7.3f}x"
