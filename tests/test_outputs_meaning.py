@@ -101,3 +101,10 @@ def test_trainer_takes_anchors_and_loss_coding_from_the_model(tmp_path):
     model = trainer.model
     assert torch.equal(trainer.anchors, model.anchors())
     assert trainer.criterion.box_weights == (5.0, 6.0, 2.0, 3.0) and trainer.criterion.classification == "focal"
+
+
+def test_detector_refuses_a_config_of_another_input_size(odd):
+    cfg, model = odd
+    other = from_dict(ODD, ["model.input_size=[160,160]"])
+    with pytest.raises(ValueError, match=r"model.input_size \[160, 160\] is not the network's \[128, 160\]"):
+        Detector(model, other, threads=1)

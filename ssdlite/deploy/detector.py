@@ -150,6 +150,7 @@ class _TorchRunner:
 
             model = fuse_conv_bn(model)
         self.model = model.to(memory_format=torch.channels_last)
+        self.input_size = model.input_size
         self.feature_sizes = model.feature_sizes(model.input_size)
         self.anchors = model.anchors()
         self.box_weights = model.box_weights
@@ -216,6 +217,9 @@ class Detector:
                 # the postprocess is tiny: a second torch thread pool only fights ONNX Runtime's threads
                 torch.set_num_threads(1)
         self.runner = runner
+        own = tuple(getattr(runner, "input_size", self.input_size))
+        if own != self.input_size:
+            raise ValueError(f"the config's model.input_size {list(self.input_size)} is not the network's {list(own)}")
         # what the raw outputs mean comes with them, from the model or the exported file
         anchors = runner.anchors
         self.anchors = anchors if isinstance(anchors, torch.Tensor) else torch.from_numpy(np.asarray(anchors, dtype=np.float32))
