@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from backbones._common import DEFAULT_OUT_STRIDES, MobileNet, Tap, make_divisible
 from backbones._registry import BackboneInfo, backbone_info, create, list_backbones, register
+from backbones._weights import load_weights, read_state_dict
 
 # the built-in families register themselves, in this order
 from backbones import mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: E402,F401  isort: skip
@@ -32,6 +33,8 @@ __all__ = [
     "backbone_info",
     "create",
     "list_backbones",
+    "load_weights",
     "make_divisible",
+    "read_state_dict",
     "register",
 ]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
-from torch import nn
+from torch import Tensor, nn
 
 from backbones._common import DEFAULT_OUT_STRIDES, NormLayer, check_declared, check_width, resolve_out_strides
 
@@ -71,10 +71,11 @@ def create(
     *,
     width_mult: float = 1.0,
     reduced_tail: bool = False,
-    weights: str | Path | None = None,
+    weights: str | Path | Mapping[str, Tensor] | None = None,
     num_classes: int | None = None,
     norm_layer: NormLayer | None = None,
     out_strides: Sequence[int] | None = None,
+    partial_weights: bool = False,
 ) -> nn.Module:
     """Build a backbone by name.
 
@@ -89,7 +90,10 @@ def create(
 
     ``weights``: path of a state-dict file (torchvision ImageNet ``mobilenet_v2`` /
     ``mobilenet_v3_large`` / ``mobilenet_v3_small``, or one saved from these modules); a feature
-    extractor ignores the tensors of the classifier and of the layers after its last tap.
+    extractor ignores the tensors of the classifier and of the layers after its last tap; a state
+    dict already read is accepted too. ``partial_weights=True`` loads every tensor that fits and
+    keeps the fresh initialization of the others (a reduced tail from full-size ImageNet weights):
+    their keys are listed in the model's ``from_scratch`` attribute (empty when all fitted).
     ``norm_layer(num_channels)`` replaces the architecture's default batch norm. Raises
     ``ValueError`` for an unknown name, a width the architecture does not define, a stride it does
     not declare (listing those it does), or weights that do not fit.
@@ -120,9 +124,9 @@ def create(
         description = _describe(name, width_mult, reduced_tail, num_classes)
         body = getattr(model, "body", None) if name.startswith(TIMM_PREFIX) and num_classes is None else None
         if body is not None:  # timm features_only: timm's own key names, its head tensors unused
-            load_weights(body, weights, description=description, ignore_unexpected=True)
+            model.from_scratch = load_weights(body, weights, description, ignore_unexpected=True, partial=partial_weights)
         else:
-            load_weights(model, weights, description=description)
+            model.from_scratch = load_weights(model, weights, description, partial=partial_weights)
     return model
 
 

@@ -62,20 +62,36 @@ def _cut_from_extractor(model: nn.Module, key: str) -> bool:
     return full_depth is not None and head == "features" and index.isdigit() and len(model.features) <= int(index) < full_depth
 
 
-def load_weights(model: nn.Module, path: str | Path, description: str = "the model", ignore_unexpected: bool = False) -> None:
-    """Copy the tensors of ``path`` into ``model`` (names must match; see ``read_state_dict``).
+def load_weights(
+    model: nn.Module,
+    path: str | Path | Mapping[str, Tensor],
+    description: str = "the model",
+    ignore_unexpected: bool = False,
+    partial: bool = False,
+) -> list[str]:
+    """Copy the tensors of ``path`` (a file, or a state dict already read) into ``model``.
 
-    A model without a ``classifier`` (feature extractor) ignores the file's ``classifier.*`` tensors
-    and those of the ``features`` layers it cut after its last tap.
-    Every other tensor must exist on both sides with the same shape, else ``ValueError`` naming the
-    file, the tensor key and both shapes. ``ignore_unexpected`` skips file tensors the model lacks
-    (a timm ``features_only`` body loading its classifier's file).
+    Names must match (see ``read_state_dict``). A model without a ``classifier`` (feature
+    extractor) ignores the file's ``classifier.*`` tensors and those of the ``features`` layers it
+    cut after its last tap. Every other tensor must exist on both sides with the same shape, else
+    ``ValueError`` naming the file, the tensor key and both shapes. ``ignore_unexpected`` skips file
+    tensors the model lacks (a timm ``features_only`` body loading its classifier's file).
+    ``partial`` loads every tensor that fits and keeps the model's own initialization for the
+    others (a reduced tail from full-size ImageNet weights); it returns the keys that start from
+    scratch (empty otherwise).
     """
-    state = read_state_dict(path)
+    where = f"weights file {str(path)!r}" if not isinstance(path, Mapping) else description
+    state = dict(path) if isinstance(path, Mapping) else read_state_dict(path)
     own = model.state_dict()
     if getattr(model, "classifier", None) is None:
         state = {k: v for k, v in state.items() if not _cut_from_extractor(model, k)}
-    where = f"weights file {str(path)!r}"
+    if partial:
+        fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        scratch = [k for k in own if k not in fits and not k.endswith(_IGNORED_SUFFIX)]
+        if not fits:
+            raise ValueError(f"{where}: no tensor fits {description}; is it weights of another architecture?")
+        model.load_state_dict({k: fits.get(k, own[k]) for k in own}, strict=True)
+        return scratch
     for key, value in state.items():
         if key in own and own[key].shape != value.shape:
             raise ValueError(
@@ -98,3 +114,4 @@ def load_weights(model: nn.Module, path: str | Path, description: str = "the mod
         )
     merged = {k: state.get(k, own[k]) for k in own}
     model.load_state_dict(merged, strict=True)
+    return []

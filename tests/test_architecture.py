@@ -22,21 +22,23 @@ ALLOWED: dict[str, set[str]] = {
     "ssdlite.files": set(),
     "ssdlite.distributed": set(),  # torch.distributed helpers: training and distributed evaluation
     "ssdlite.config": {"backbones"},  # only load_config's backbone-name check (see TORCH_FREE_EXCEPT)
+    "ssdlite.weights": {"ssdlite.files", "ssdlite._lazy"},  # registry rows and the downloader: no torch
     "ssdlite.data": {"ssdlite.config", "ssdlite.files", "ssdlite._paths", "ssdlite._lazy"},
-    "ssdlite.model": {"ssdlite.config", "ssdlite.files", "ssdlite.data", "backbones"},
-    "ssdlite.deploy": {"ssdlite.config", "ssdlite.files", "ssdlite.data", "ssdlite.model", "ssdlite._paths", "ssdlite._lazy"},
+    "ssdlite.model": {"ssdlite.config", "ssdlite.files", "ssdlite.data", "ssdlite.weights", "backbones"},
+    "ssdlite.deploy": {"ssdlite.config", "ssdlite.files", "ssdlite.data", "ssdlite.model", "ssdlite._paths", "ssdlite._lazy",
+                       "ssdlite.weights"},
     "ssdlite.eval": {"ssdlite.config", "ssdlite.files", "ssdlite.data", "ssdlite.model", "ssdlite.deploy", "ssdlite._paths",
                      "ssdlite.distributed"},
     "ssdlite.train": {"ssdlite.config", "ssdlite.files", "ssdlite.data", "ssdlite.model", "ssdlite.deploy", "ssdlite.eval",
                       "ssdlite.distributed"},
     "ssdlite.apps": {"ssdlite.config", "ssdlite.files", "ssdlite.data", "ssdlite.model", "ssdlite.deploy", "ssdlite.eval",
-                     "ssdlite.train", "ssdlite._paths", "ssdlite.distributed", "backbones"},
+                     "ssdlite.train", "ssdlite._paths", "ssdlite.distributed", "ssdlite.weights", "backbones"},
     "ssdlite": {"ssdlite.config", "ssdlite.model", "ssdlite.deploy", "ssdlite.apps", "ssdlite._lazy"},  # the package's own __init__/__main__
     "backbones": set(),  # knows nothing of detection
 }
 # modules that must not import torch (the ONNX Runtime back end and what it reads) ...
 TORCH_FREE = ("ssdlite/config", "ssdlite/files.py", "ssdlite/_paths.py", "ssdlite/deploy/onnx_runtime.py",
-              "ssdlite/deploy/onnx_format.py", "ssdlite/data/images.py", "ssdlite/data/names.py")
+              "ssdlite/deploy/onnx_format.py", "ssdlite/data/images.py", "ssdlite/data/names.py", "ssdlite/weights")
 # ... except in these functions, which the ONNX Runtime back end never calls
 TORCH_FREE_EXCEPT = {("ssdlite/config/loader.py", "check_backbone_name")}
 

@@ -426,7 +426,8 @@ def test_eval_tool_model_mode_wiring(tmp_path, monkeypatch, capsys):
     assert eval_tool.main(args) == 0
     path, kwargs = calls["from_checkpoint"]
     assert path == str(tmp_path / "m.pt")
-    assert kwargs == {"backend": "torch", "device": "cpu", "overrides": ["postprocess.score_thresh=0.05"], "score_thresh": 0.05}
+    assert kwargs == {"backend": "torch", "device": "cpu", "overrides": ["postprocess.score_thresh=0.05"], "score_thresh": 0.05,
+                      "weights_dir": None}
     assert calls["predict_coco"] == (str(tmp_path / "images"), str(tmp_path / "gt.json"), 4)
     assert json.loads((tmp_path / "dt.json").read_text()) == perfect
     metrics = json.loads((tmp_path / "m.json").read_text())

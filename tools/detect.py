@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="detect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, help="0 | /dev/video1 | file.mp4 | rtsp://... | DIR | image.jpg")
-    parser.add_argument("--checkpoint", required=True, help="an ssdlite .pt checkpoint or an exported .onnx")
+    parser.add_argument("--checkpoint", required=True, help="an ssdlite .pt checkpoint, an exported .onnx, or published weights by name (coco; see `ssdlite weights`)")
     parser.add_argument("--backend", choices=["torch", "onnxruntime"], default=None, help="default: onnxruntime for .onnx, torch otherwise")
     parser.add_argument("--score", type=float, default=0.3, help="score threshold (default: 0.3)")
     parser.add_argument("--nms", type=float, default=None, help="NMS IoU threshold (default: the model's)")
@@ -56,6 +56,7 @@ def main(args: argparse.Namespace) -> int:
             device=args.device,
             threads=args.threads,
             overrides=args.overrides,
+            weights_dir=args.weights_dir,
             score_thresh=args.score,
             nms_thresh=args.nms,
         )

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--annotations", help="COCO instances json (default with --config: data.val.annotations)")
     parser.add_argument("--results", help="COCO results json to score (results mode)")
-    parser.add_argument("--checkpoint", help="model checkpoint (.pt) or exported .onnx (model mode)")
+    parser.add_argument("--checkpoint", help="model checkpoint (.pt), exported .onnx or published weights by name (coco) (model mode)")
     parser.add_argument("--images", help="image folder of the annotations (model mode; default: data.val.images)")
     add_config_args(parser)
     add_runtime_args(parser)
@@ -82,7 +82,8 @@ def predict_results(args: argparse.Namespace) -> tuple[list[dict], str]:
 
         torch.set_num_threads(args.threads)
     backend = args.backend or ("onnxruntime" if str(args.checkpoint).endswith(".onnx") else "torch")
-    kwargs: dict = {"backend": backend, "device": args.device, "overrides": list(getattr(args, "overrides", []) or [])}
+    kwargs: dict = {"backend": backend, "device": args.device, "overrides": list(getattr(args, "overrides", []) or []),
+                    "weights_dir": args.weights_dir}
     score_thresh = args.score_thresh if args.score_thresh is not None else (
         cfg.postprocess.score_thresh if cfg else None)
     if score_thresh is not None:

@@ -20,7 +20,7 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="an ssdlite .pt checkpoint")
+    parser.add_argument("--checkpoint", required=True, help="an ssdlite .pt checkpoint or published weights by name (coco)")
     parser.add_argument("--out", "--output", dest="out", required=True, help="the .onnx file to write")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..20 (default: 17)")
     parser.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch dimension (default: batch 1)")
@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a stored config value before export, e.g. postprocess.score_thresh=0.3",
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for --verify")
+    parser.add_argument("--weights-dir", default=None, metavar="DIR",
+                        help="where named weights are downloaded and cached (default: $TORCH_HOME/hub/checkpoints)")
     parser.add_argument("--json-out", default=None, help="write the verification report as JSON here")
     return parser
 
@@ -47,7 +49,9 @@ def main(args: argparse.Namespace) -> int:
     from ssdlite.deploy.export import export_onnx
     from ssdlite.deploy.verify import verify_export
 
-    checkpoint = Path(args.checkpoint)
+    from ssdlite.model.pretrained import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(args.checkpoint, args.weights_dir)
     with tempfile.TemporaryDirectory(prefix="ssdlite_export_") as tmp:
         source = checkpoint
         if args.overrides:  # the overridden config must be what both back ends run with

@@ -23,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun each process takes its LOCAL_RANK GPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per process (default: torch's choice)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    parser.add_argument("--weights-dir", default=None, metavar="DIR",
+                        help="where named weights (model.backbone.weights: imagenet) are downloaded and cached")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
 
@@ -36,7 +38,8 @@ def main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
-    trainer = Trainer(cfg, args.output, resume=args.resume, device=args.device, progress=not args.no_progress)
+    trainer = Trainer(cfg, args.output, resume=args.resume, device=args.device, progress=not args.no_progress,
+                      weights_dir=args.weights_dir)
     final = trainer.fit()
     from ssdlite import distributed as dist
 

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-data": ("check_data", "report every problem in a COCO-format dataset"),
     "robustness": ("robustness", "run the fault-injection suite and print its table"),
     "backbones": ("backbones_table", "print the table of available backbones"),
+    "weights": ("weights", "list the published weights by name; download them ahead of time"),
     "demo": ("demo", "the main job: synthetic data, train, evaluate, export, detect on a video"),
 }
 
@@ -46,6 +47,8 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
     """``--device`` and ``--threads``, the same on every tool that runs a model."""
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: cpu)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all cores)")
+    parser.add_argument("--weights-dir", default=None, metavar="DIR",
+                        help="where named weights are downloaded and cached (default: $TORCH_HOME/hub/checkpoints)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -69,7 +72,7 @@ def run(main: Callable[[argparse.Namespace], int | None], parser: argparse.Argum
         if getattr(args, "debug", False):
             raise
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
-        return 2
+        return int(getattr(e, "exit_code", 2))
 
 
 def _load_tool(module: str):

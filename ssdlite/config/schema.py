@@ -25,7 +25,9 @@ class BackboneConfig:
     name: str = "mobilenet_v3_large"  # any name of backbones.list_backbones() or "timm:<model>"
     width_mult: float = 1.0
     reduced_tail: bool = False
-    weights: str | None = None  # ImageNet classification state dict (torchvision or ours), by path
+    # ImageNet classification weights: a state-dict file (torchvision's or ours), a registry name
+    # (`ssdlite weights`) or "imagenet" (this backbone's default row); null: from scratch
+    weights: str | None = None
 
 
 @dataclass(frozen=True)

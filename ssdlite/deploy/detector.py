@@ -235,13 +235,18 @@ class Detector:
         device: str = "cpu",
         threads: int | None = None,
         overrides: Sequence[str] = (),
+        weights_dir: str | Path | None = None,
         **kwargs: Any,
     ) -> "Detector":
-        """A detector from an ssdlite ``.pt`` checkpoint (torch) or an exported ``.onnx`` (onnxruntime).
+        """A detector from an ssdlite ``.pt`` checkpoint (torch), an exported ``.onnx`` (onnxruntime) or
+        the name of published weights (``"coco"``, see ``ssdlite weights``: downloaded into
+        ``weights_dir`` or the torch.hub cache, verified, converted once).
 
         ``backend`` defaults to ``"onnxruntime"`` for ``.onnx`` files and ``"torch"`` otherwise.
         """
-        path = Path(path)
+        from ssdlite.model.pretrained import resolve_checkpoint
+
+        path = resolve_checkpoint(path, weights_dir)
         onnx_file = path.suffix.lower() == ".onnx"
         backend = backend or ("onnxruntime" if onnx_file else "torch")
         if backend not in ("torch", "onnxruntime"):

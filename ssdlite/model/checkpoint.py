@@ -150,9 +150,12 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict, source: str) -> N
 
 
 def load_model(path: str | Path, overrides: list[str] | tuple[str, ...] = (), use_ema: bool = True) -> tuple[nn.Module, Config]:
-    """Rebuild the model of a checkpoint from its stored config and load its weights (EMA when present)."""
+    """Rebuild the model of a checkpoint (a file, or the name of published weights such as ``"coco"``)
+    from its stored config and load its weights (EMA when present)."""
     from ssdlite.model import build_model
+    from ssdlite.model.pretrained import resolve_checkpoint
 
+    path = resolve_checkpoint(path)
     state = load_checkpoint(path)
     try:
         from_dict(state["config"])

@@ -209,14 +209,16 @@ def tap_strides(m: ModelConfig) -> tuple[int, ...]:
     return (8, *backbones.DEFAULT_OUT_STRIDES) if m.anchors.stride8_scales else tuple(backbones.DEFAULT_OUT_STRIDES)
 
 
-def build_model(cfg: Config | ModelConfig, load_backbone_weights: bool = True) -> SSDLite:
+def build_model(cfg: Config | ModelConfig, load_backbone_weights: bool = True, weights_dir: str | None = None) -> SSDLite:
     """The SSDLite network a config describes, with its anchors, box weights and score function.
 
     The one place a detector is assembled: training, the ``Detector``, export and conversion
     all build through here and read what the outputs mean from the module.
 
-    ``load_backbone_weights=False`` skips ``model.backbone.weights`` (used when a checkpoint
-    will overwrite every tensor anyway, so the ImageNet file need not exist on this machine).
+    ``model.backbone.weights`` is a file path, a registry name or ``imagenet``
+    (:mod:`ssdlite.model.pretrained`; named files are downloaded into ``weights_dir``, default
+    the torch.hub cache). ``load_backbone_weights=False`` skips them (used when a checkpoint will
+    overwrite every tensor anyway, so the ImageNet file need not exist on this machine).
     """
     m = cfg.model if isinstance(cfg, Config) else cfg
     b = m.backbone
@@ -224,10 +226,13 @@ def build_model(cfg: Config | ModelConfig, load_backbone_weights: bool = True) -
         b.name,
         width_mult=b.width_mult,
         reduced_tail=b.reduced_tail,
-        weights=b.weights if load_backbone_weights else None,
         norm_layer=detection_norm_layer,
         out_strides=tap_strides(m),
     )
+    if load_backbone_weights and b.weights is not None:
+        from ssdlite.model.pretrained import load_backbone_weights as load_pretrained
+
+        load_pretrained(backbone, b, weights_dir)
     return SSDLite(
         backbone, m.num_classes, AnchorGenerator(m.anchors), scaled_extra_channels(m),
         input_size=m.input_size, box_weights=m.box_weights, classification=m.classification,

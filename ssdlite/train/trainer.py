@@ -40,8 +40,10 @@ class NonFiniteLossError(RuntimeError):
 class Trainer:
     """Train ``cfg`` into ``output_dir``; see the module docstring."""
 
-    def __init__(self, cfg: Config, output_dir: str | Path, resume: bool = False, device: str = "cpu", progress: bool = True) -> None:
+    def __init__(self, cfg: Config, output_dir: str | Path, resume: bool = False, device: str = "cpu", progress: bool = True,
+                 weights_dir: str | Path | None = None) -> None:
         self.out = Path(output_dir)
+        self.weights_dir = weights_dir  # named backbone weights (model.backbone.weights) are cached here
         self._setup_process(cfg.train, device, progress)
         self.train_set = self._load_train_set(cfg)
         self.cfg = self._adopt_classes(cfg, self.train_set)
@@ -99,7 +101,7 @@ class Trainer:
         from ssdlite.model.loss import SSDLiteLoss
 
         cfg = self.cfg
-        model = build_model(cfg).to(self.device)
+        model = build_model(cfg, weights_dir=self.weights_dir).to(self.device)
         if cfg.train.sync_bn and self.distributed:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if cfg.train.channels_last:
