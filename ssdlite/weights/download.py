@@ -99,6 +99,8 @@ def download(url: str, path: str | os.PathLike, sha256: str, progress: bool = Tr
             atomic_write(path, lambda f: _stream(response, f, digest, total, url, progress, path, sha256))
         except (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException) as e:
             raise WeightsUnavailable(f"download of {url} was interrupted ({e}); nothing was kept; {hint}") from None
+        except WeightsUnavailable as e:  # a short transfer
+            raise WeightsUnavailable(f"{e}; try again, or {hint}") from None
     return path
 
 
