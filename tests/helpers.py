@@ -21,6 +21,8 @@ from ssdlite._paths import DATA_ENV, REPO_ROOT, shared_data_dir
 
 CONFIGS = REPO_ROOT / "configs"
 PAPER_CONFIGS = sorted(CONFIGS.glob("ssdlite320_*.yaml"))
+SSD_CONFIGS = sorted(CONFIGS.glob("ssd3*_*.yaml"))  # the regular-convolution SSD rows (model.head: ssd)
+DETECTOR_CONFIGS = PAPER_CONFIGS + SSD_CONFIGS
 SMALLEST_CONFIG = CONFIGS / "ssdlite320_mobilenet_v3_small_reduced.yaml"
 
 # ----------------------------------------------------------------------------- the real-data folder

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from helpers import PAPER_CONFIGS, SMALLEST_CONFIG, load_tool, read_rgb
+from helpers import DETECTOR_CONFIGS, SMALLEST_CONFIG, load_tool, read_rgb
 from ssdlite.model.anchors import AnchorGenerator
 from ssdlite.apps.bench.lively import lively_random_model
 from ssdlite.model.checkpoint import save_checkpoint
@@ -40,7 +40,7 @@ def small_export(photos, tmp_path_factory):
     return ckpt, export_onnx(ckpt, None, tmp / "small.onnx"), cfg
 
 
-@pytest.mark.parametrize("config", PAPER_CONFIGS, ids=lambda p: p.stem.replace("ssdlite320_", ""))
+@pytest.mark.parametrize("config", DETECTOR_CONFIGS, ids=lambda p: p.stem.replace("ssdlite320_", ""))
 def test_every_paper_config_exports_and_matches_torch(config, photos, tmp_path):
     cfg = load_config(config)
     ckpt = tmp_path / "m.pt"

@@ -9,7 +9,7 @@ import torch
 
 import backbones
 import ssdlite
-from helpers import PAPER_CONFIGS
+from helpers import DETECTOR_CONFIGS, PAPER_CONFIGS
 from ssdlite.model.anchors import AnchorGenerator
 from ssdlite.model.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from ssdlite.model.complexity import count_macs
@@ -22,7 +22,7 @@ from ssdlite.model.loss import SSDLiteLoss
 PAPER_ANCHORS_320 = 20 * 20 * 3 + (10 * 10 + 5 * 5 + 3 * 3 + 2 * 2 + 1) * 6
 
 
-@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", DETECTOR_CONFIGS, ids=lambda p: p.stem)
 def test_config_builds_forwards_and_learns(path):
     torch.manual_seed(0)
     cfg = load_config(path, overrides=["model.num_classes=3", "model.input_size=[160,160]"])

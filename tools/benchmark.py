@@ -1,6 +1,7 @@
-"""Speed benchmarks against the references: ``latency``, ``data`` and ``eval``.
+"""Speed benchmarks against the references: ``latency``, ``data`` and ``eval``; and ``paper``, the
+MobileNet papers' detection rows with our counts and measured latency beside them.
 
-Each prints a table of medians and the ratio to the reference measured in the same run.
+Each prints a table of medians (and the ratio to the reference measured in the same run).
 """
 
 from __future__ import annotations

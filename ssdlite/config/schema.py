@@ -59,6 +59,11 @@ class ModelConfig:
     category_ids: tuple[int, ...] = ()  # dataset id of each label (COCO results); empty: COCO's ids / 1..C
     input_size: tuple[int, int] = (320, 320)  # (height, width)
     extra_channels: tuple[int, ...] = (512, 256, 256, 128)  # the four extra blocks, scaled by width_mult
+    # The prediction layers (extra blocks and box / class predictors): "ssdlite" (MobileNetV2 paper:
+    # depthwise-separable convolutions, TF use_depthwise true) or "ssd" (regular convolutions: extra
+    # block = 1x1 to d/2 + 3x3 stride-2 to d, predictor = one k x k conv; TF use_depthwise false).
+    head: str = "ssdlite"
+    predictor_kernel: int = 3  # k of the box / class predictors (TF kernel_size): 3, or 1 (ssd_mobilenet_v1_coco)
     # With anchors.stride8_scales: add the stride-16 tap (1x1 conv, upsampled x2) to the stride-8 map
     # before its heads (FPN-style context for the shallow map). Not in the papers.
     stride8_top_down: bool = False
@@ -154,6 +159,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.anchors.layout": ("paper", "torchvision"),
     "preprocess.resize": ("stretch", "letterbox"),
     "model.classification": ("softmax", "focal"),
+    "model.head": ("ssdlite", "ssd"),
     "data.augment": ("ssdlite", "ssd", "none"),
     "train.optimizer": ("sgd", "adamw"),
 }
@@ -184,6 +190,7 @@ def check_values(cfg: Config) -> None:
         f"empty or exactly model.num_classes={m.num_classes} ids",
     )
     need(len(m.input_size) == 2 and min(m.input_size) >= 32, "model.input_size", "[height, width], each >= 32")
+    need(m.predictor_kernel in (1, 3), "model.predictor_kernel", "1 or 3")
     need(len(m.extra_channels) >= 1 and min(m.extra_channels) > 0, "model.extra_channels", "positive channel counts")
     n_maps = PAPER_TAPS + len(m.extra_channels)
     need(len(m.anchors.aspect_ratios) == n_maps, "model.anchors.aspect_ratios",

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ssdlite.model.detection_papers import DETECTION_ROWS, V3_PAPER
+
 PARAMS_TOL = 0.03
 MACS_TOL = 0.05
 DETECTION_TOL = 0.10  # issue 3: every SSDLite row within 10% of Table 6 (params and MAdds)
@@ -55,6 +57,15 @@ def count_macs(model: nn.Module, input_size: tuple[int, int] = (224, 224), in_ch
         model.train(was_training)
     per_op = counter.get_flop_counts().get("Global", {})
     return int(sum(n for op, n in per_op.items() if op in _MAC_OPS)) // 2
+
+
+def count_head(detector: nn.Module, input_size: tuple[int, int]) -> tuple[int, int]:
+    """Params and multiply-adds of a detector's prediction layers (extra blocks, box / class
+    predictors and any other layer outside ``detector.backbone``): the quantity of the MobileNetV2
+    paper's Table 5. The whole detector's counts minus its backbone's, at ``input_size``."""
+    backbone = detector.backbone
+    return (count_params(detector) - count_params(backbone),
+            count_macs(detector, input_size) - count_macs(backbone, input_size))
 
 
 # ----------------------------------------------------------------------------- published tables
@@ -148,16 +159,11 @@ MOBILENET_V3_TABLE = (
 
 CLASSIFICATION_TABLES = MOBILENET_V1_TABLE + MOBILENET_V2_TABLE + MOBILENET_V3_TABLE
 
-# MobileNetV3 paper Table 6: SSDLite at 320x320 on COCO, (params M, MAdds B) as printed,
-# keyed by the stem of our config file (configs/<stem>.yaml)
-SSDLITE320_TABLE6_SOURCE = "MobileNetV3 paper (arXiv 1905.02244, Table 6)"
+# MobileNetV3 paper Table 6: SSDLite at 320x320 on COCO, (params M, MAdds B) as printed, keyed by the
+# stem of our config file (configs/<stem>.yaml); every detection table lives in detection_papers.
+SSDLITE320_TABLE6_SOURCE = f"{V3_PAPER.split(' (')[0]} (arXiv 1905.02244, Table 6)"
 SSDLITE320_TABLE6: dict[str, tuple[str, str]] = {
-    "ssdlite320_mobilenet_v1": ("5.1", "1.3"),
-    "ssdlite320_mobilenet_v2": ("4.3", "0.80"),
-    "ssdlite320_mobilenet_v3_large": ("4.97", "0.62"),
-    "ssdlite320_mobilenet_v3_large_reduced": ("3.22", "0.51"),
-    "ssdlite320_mobilenet_v3_small": ("2.49", "0.21"),
-    "ssdlite320_mobilenet_v3_small_reduced": ("1.77", "0.16"),
+    r.config: (r.params_m, r.madds_b) for r in DETECTION_ROWS if r.paper == V3_PAPER and r.table == "Table 6" and r.config
 }
 
 
@@ -198,6 +204,8 @@ class ComplexityRow:
     params_status: str = "-"
     macs_status: str = "-"
     note: str = ""
+    head_params: int | None = None  # detectors: the prediction layers alone (extras + predictors)
+    head_macs: int | None = None
 
     @property
     def params_ratio(self) -> float | None:
@@ -246,21 +254,32 @@ def classification_rows(table: Iterable[Published] = CLASSIFICATION_TABLES, num_
     return rows
 
 
+def whole_model_figures(stem: str) -> tuple[str, tuple[str, str]] | None:
+    """(source, (params M, MAdds B)) of the first published whole-detector row built by ``configs/<stem>.yaml``."""
+    for r in reversed(DETECTION_ROWS):  # the latest paper's print first (Table 6 of MobileNetV3: "0.80")
+        if r.config == stem and r.params_m and r.madds_b:
+            return f"{r.paper.split(' (')[0]} {r.table}: {r.label}", (r.params_m, r.madds_b)
+    return None
+
+
 def detection_row(config_path: str | Path, overrides: Sequence[str] = ()) -> ComplexityRow:
-    """The detector of a config (``ssdlite.build_model``) at its input size, beside Table 6 (params M, MAdds B)."""
+    """The detector of a config (``ssdlite.build_model``) at its input size, beside the published whole-model
+    figures of the row it builds (params M, MAdds B), with its head-only counts (extras + predictors)."""
     from ssdlite.config import load_config
     from ssdlite.model.network import build_model
 
     cfg = load_config(config_path, overrides)
-    model = build_model(cfg)
+    model = build_model(cfg, load_backbone_weights=False)
     stem = Path(config_path).stem
-    published = SSDLITE320_TABLE6.get(stem)
-    source = SSDLITE320_TABLE6_SOURCE if published else "(no published figure)"
+    found = whole_model_figures(stem)
+    source, published = found if found else ("(no published whole-model figure; --papers lists every row)", None)
     note = ""
     if published and cfg.model.num_classes != 90:
         note = f"head has {cfg.model.num_classes}+1 columns; the paper's TF models predict 90 COCO ids + background"
-    return compare(stem, source, model, tuple(cfg.model.input_size), published, params_unit=1e6, macs_unit=1e9,
-                   note=note, tols=(DETECTION_TOL, DETECTION_TOL))
+    row = compare(stem, source, model, tuple(cfg.model.input_size), published, params_unit=1e6, macs_unit=1e9,
+                  note=note, tols=(DETECTION_TOL, DETECTION_TOL))
+    head_params, head_macs = count_head(model, tuple(cfg.model.input_size))
+    return dataclasses.replace(row, head_params=head_params, head_macs=head_macs)
 
 
 def backbone_rows(input_size: tuple[int, int] = (320, 320)) -> list[dict]:
@@ -306,6 +325,7 @@ def format_rows(rows: Sequence[ComplexityRow]) -> str:
         return f"{v / u:.3f}" if u >= 1e9 else f"{v / u:.2f}"
 
     table, notes = [], []
+    with_head = any(r.head_params is not None for r in rows)
     for r in rows:
         pr, mr = r.params_ratio, r.macs_ratio
         table.append([
@@ -314,8 +334,12 @@ def format_rows(rows: Sequence[ComplexityRow]) -> str:
             r.params_status,
             f"{num(r.macs, r.macs_unit)}{unit(r.macs_unit)}", f"{r.published_macs or '-'}", "-" if mr is None else f"{mr:.3f}",
             r.macs_status + (f" [{len(notes) + 1}]" if r.note else ""),
-        ])
+        ] + ([] if not with_head else [
+            "-" if r.head_params is None else f"{num(r.head_params, r.params_unit)}{unit(r.params_unit)}",
+            "-" if r.head_macs is None else f"{num(r.head_macs, r.macs_unit)}{unit(r.macs_unit)}",
+        ]))
         if r.note:
             notes.append(f"[{len(notes) + 1}] {r.label}: {r.note}")
     header = ["model", "input", "params", "paper", "ratio", "", "MACs", "paper", "ratio", ""]
+    header += ["head params", "head MACs"] if with_head else []
     return "\n".join([format_table(header, table), *notes])

@@ -1,4 +1,5 @@
-"""The SSDLite network: backbone taps -> four extra blocks -> depthwise-separable prediction heads.
+"""The SSDLite network: backbone taps -> four extra blocks -> depthwise-separable prediction heads
+(or, with ``model.head: ssd``, the regular-convolution SSD prediction layers of the MobileNetV1 paper).
 
 Follows the MobileNetV2 paper (section 6.2) and torchvision's ``models/detection/ssdlite.py``:
 the forward pass returns raw tensors only; box decoding and NMS live outside it
@@ -25,7 +26,7 @@ from ssdlite.config import Config, ModelConfig
 from ssdlite.model.anchors import AnchorGenerator
 from ssdlite.model.box_coder import DEFAULT_WEIGHTS
 
-__all__ = ["SSDLite", "build_model", "detection_norm_layer", "tap_strides"]
+__all__ = ["HEADS", "SSDLite", "build_model", "detection_norm_layer", "tap_strides"]
 
 # BN as the TF reference trains SSDLite (decay 0.97, eps 1e-3); torchvision uses the same.
 detection_norm_layer: Callable[..., nn.Module] = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03)
@@ -40,24 +41,48 @@ def _normal_init(module: nn.Module, std: float = 0.03) -> None:
                 nn.init.constant_(layer.bias, 0.0)
 
 
-def _extra_block(in_channels: int, out_channels: int, norm_layer: Callable[..., nn.Module]) -> nn.Sequential:
-    """1x1 conv to d/2, 3x3 depthwise stride 2, 1x1 conv to d; BN + ReLU6 after each."""
+HEADS = ("ssdlite", "ssd")  # model.head: depthwise-separable or regular prediction layers
+
+
+def _extra_block(in_channels: int, out_channels: int, norm_layer: Callable[..., nn.Module], head: str = "ssdlite") -> nn.Sequential:
+    """One extra feature map at half the resolution (TF ``multi_resolution_feature_maps`` with
+    ``insert_1x1_conv``): 1x1 conv to d/2, then a 3x3 stride-2 step to d; BN + ReLU6 after each conv.
+
+    ``ssdlite``: the 3x3 step is depthwise then a 1x1 conv to d (``use_depthwise`` true);
+    ``ssd``: one regular 3x3 stride-2 conv to d (``use_depthwise`` false).
+    """
     mid = out_channels // 2
-    return nn.Sequential(
-        # pointwise reduction
-        Conv2dNormActivation(in_channels, mid, kernel_size=1, norm_layer=norm_layer, activation_layer=nn.ReLU6),
-        # depthwise downsampling (stride 2)
-        Conv2dNormActivation(mid, mid, kernel_size=3, stride=2, groups=mid, norm_layer=norm_layer, activation_layer=nn.ReLU6),
-        # pointwise expansion
-        Conv2dNormActivation(mid, out_channels, kernel_size=1, norm_layer=norm_layer, activation_layer=nn.ReLU6),
-    )
+    # pointwise reduction
+    layers = [Conv2dNormActivation(in_channels, mid, kernel_size=1, norm_layer=norm_layer, activation_layer=nn.ReLU6)]
+    if head == "ssd":
+        # regular 3x3 stride-2 conv
+        layers.append(Conv2dNormActivation(mid, out_channels, kernel_size=3, stride=2, norm_layer=norm_layer, activation_layer=nn.ReLU6))
+    else:
+        layers += [
+            # depthwise downsampling (stride 2)
+            Conv2dNormActivation(mid, mid, kernel_size=3, stride=2, groups=mid, norm_layer=norm_layer, activation_layer=nn.ReLU6),
+            # pointwise expansion
+            Conv2dNormActivation(mid, out_channels, kernel_size=1, norm_layer=norm_layer, activation_layer=nn.ReLU6),
+        ]
+    return nn.Sequential(*layers)
 
 
-def _prediction_block(in_channels: int, out_channels: int, norm_layer: Callable[..., nn.Module]) -> nn.Sequential:
-    """3x3 depthwise conv + BN + ReLU6, then a 1x1 conv with bias (the SSDLite predictor)."""
+def _prediction_block(in_channels: int, out_channels: int, norm_layer: Callable[..., nn.Module], head: str = "ssdlite",
+                      kernel_size: int = 3) -> nn.Sequential:
+    """A box or class predictor (TF ``convolutional_box_predictor``, no layers before it); its last
+    module is the conv with bias that produces the outputs.
+
+    ``ssdlite``: k x k depthwise conv + BN + ReLU6, then a 1x1 conv (``use_depthwise`` true);
+    ``ssd``: one regular k x k conv (``use_depthwise`` false; k = 1 in ``ssd_mobilenet_v1_coco``).
+    """
+    pad = kernel_size // 2
+    if head == "ssd":
+        # regular k x k prediction, with bias
+        return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=kernel_size, padding=pad))
     return nn.Sequential(
-        # depthwise 3x3
-        Conv2dNormActivation(in_channels, in_channels, kernel_size=3, groups=in_channels, norm_layer=norm_layer, activation_layer=nn.ReLU6),
+        # depthwise k x k
+        Conv2dNormActivation(in_channels, in_channels, kernel_size=kernel_size, groups=in_channels, norm_layer=norm_layer,
+                             activation_layer=nn.ReLU6),
         # pointwise prediction, with bias
         nn.Conv2d(in_channels, out_channels, kernel_size=1),
     )
@@ -90,6 +115,9 @@ class SSDLite(nn.Module):
         classification: ``"softmax"`` (column 0 is the background) or ``"focal"`` (independent
             sigmoid scores): how ``cls_logits`` become scores.
         norm_layer: normalization for the extras and heads.
+        head: ``"ssdlite"`` (depthwise-separable extras and predictors, the MobileNetV2 paper's) or
+            ``"ssd"`` (regular convolutions, as SSD and TF's ``ssd_mobilenet_v1_coco``).
+        predictor_kernel: k of the k x k box / class predictors (1 or 3).
         top_down: with a stride-8 tap, add to it the stride-16 tap through a 1x1 conv + BN + ReLU6,
             upsampled x2 (nearest): the shallow stride-8 map gets deeper context, as in FPN (Lin et
             al. 2017). Not in the papers' SSDLite.
@@ -109,9 +137,15 @@ class SSDLite(nn.Module):
         box_weights: tuple[float, float, float, float] = DEFAULT_WEIGHTS,
         classification: str = "softmax",
         norm_layer: Callable[..., nn.Module] = detection_norm_layer,
+        head: str = "ssdlite",
+        predictor_kernel: int = 3,
         top_down: bool = False,
     ) -> None:
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"head={head!r} is not allowed; choose one of {list(HEADS)}")
+        if predictor_kernel not in (1, 3):
+            raise ValueError(f"predictor_kernel={predictor_kernel!r} is not allowed; choose 1 or 3")
         if classification not in ("softmax", "focal"):
             raise ValueError(f"classification={classification!r} is not allowed; choose 'softmax' or 'focal'")
         num_anchors = anchor_generator.num_anchors_per_location()
@@ -131,11 +165,12 @@ class SSDLite(nn.Module):
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.box_weights = tuple(float(w) for w in box_weights)
         self.classification = classification
+        self.head, self.predictor_kernel = head, int(predictor_kernel)
         self.num_anchors = list(num_anchors)
         self.map_channels = map_channels
         # extra feature maps, each halving the resolution of the one before
         ins = [tap_channels[-1]] + list(extra_channels[:-1])
-        self.extras = nn.ModuleList(_extra_block(i, o, norm_layer) for i, o in zip(ins, extra_channels))
+        self.extras = nn.ModuleList(_extra_block(i, o, norm_layer, head) for i, o in zip(ins, extra_channels))
         self.top_down: nn.Module | None = None
         if top_down:
             if strides[:2] != [8, 16]:
@@ -144,10 +179,9 @@ class SSDLite(nn.Module):
                 tap_channels[1], tap_channels[0], kernel_size=1, norm_layer=norm_layer, activation_layer=nn.ReLU6
             )
         # one classification and one box predictor per map
-        self.cls_heads = nn.ModuleList(
-            _prediction_block(c, (num_classes + 1) * a, norm_layer) for c, a in zip(map_channels, num_anchors)
-        )
-        self.box_heads = nn.ModuleList(_prediction_block(c, 4 * a, norm_layer) for c, a in zip(map_channels, num_anchors))
+        predictor = partial(_prediction_block, norm_layer=norm_layer, head=head, kernel_size=predictor_kernel)
+        self.cls_heads = nn.ModuleList(predictor(c, (num_classes + 1) * a) for c, a in zip(map_channels, num_anchors))
+        self.box_heads = nn.ModuleList(predictor(c, 4 * a) for c, a in zip(map_channels, num_anchors))
         _normal_init(self.extras)
         if self.top_down is not None:
             _normal_init(self.top_down)
@@ -236,5 +270,6 @@ def build_model(cfg: Config | ModelConfig, load_backbone_weights: bool = True, w
     return SSDLite(
         backbone, m.num_classes, AnchorGenerator(m.anchors), scaled_extra_channels(m),
         input_size=m.input_size, box_weights=m.box_weights, classification=m.classification,
+        head=m.head, predictor_kernel=m.predictor_kernel,
         top_down=m.stride8_top_down,  # the config allows it only with stride8_scales; SSDLite checks the taps
     )

@@ -7,5 +7,6 @@ none of them is a timed unit test.
 BENCHMARKS = {
     "latency": ("ssdlite.apps.bench.latency", "per-stage and end-to-end inference latency vs torchvision"),
     "data": ("ssdlite.apps.bench.data", "data pipeline images/s vs torchvision's reference transforms"),
+    "paper": ("ssdlite.apps.bench.paper", "the MobileNet papers' detection rows: params, MAdds, paper mAP, our latency per back end"),
     "eval": ("ssdlite.apps.bench.eval", "COCO evaluation time: faster-coco-eval vs pycocotools"),
 }

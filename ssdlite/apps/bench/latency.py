@@ -63,13 +63,19 @@ TV_WEIGHTS = "mobilenet_v3_large_tvweights"  # our model holding the reference's
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configs", nargs="+", default=None, help="config names or files (default: every configs/ssdlite320_*.yaml)")
     parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], choices=["torch", "onnxruntime"])
+    parser.add_argument("--no-torchvision-weights", action="store_true", help="skip the 'same weights' V3-Large contender")
+    add_timing_arguments(parser, frames=50)
+    parser.add_argument("--plot", default=None, help="write a PNG bar chart of the end-to-end FPS here")
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser, frames: int) -> None:
+    """The options of how contenders are timed, shared by every benchmark that times them."""
     parser.add_argument("--video", default=None, help="video to take frames from (default: ../shared/data/videos car-detection.mp4)")
-    parser.add_argument("--frames", type=int, default=50, help="frames decoded once and timed in every round (default: 50)")
+    parser.add_argument("--frames", type=int, default=frames, help=f"frames decoded once and timed in every round (default: {frames})")
     parser.add_argument("--warmup", type=int, default=10, help="untimed frames before each round (default: 10)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, alternating the order of the contenders (default: 3)")
     parser.add_argument("--threads", type=int, default=2, help="threads of every contender (default: 2)")
     parser.add_argument("--score", type=float, default=0.3, help="score threshold of every contender (default: 0.3)")
-    parser.add_argument("--no-torchvision-weights", action="store_true", help="skip the 'same weights' V3-Large contender")
     parser.add_argument("--spinning", action="store_true", help="let ONNX Runtime's idle threads spin (its default; off here)")
     parser.add_argument("--ort-torch-threads", type=int, default=1, help="torch threads (postprocess only) of the ONNX Runtime contenders (default: 1)")
     parser.add_argument(
@@ -78,7 +84,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "on a shared, busy machine spinning threads make PyTorch 10-40x slower)",
     )
     parser.add_argument("--json-out", default=None, help="write every number as JSON here")
-    parser.add_argument("--plot", default=None, help="write a PNG bar chart of the end-to-end FPS here")
     parser.add_argument("--workdir", default=None, help="keep checkpoints, ONNX files and frames here (default: a temp folder)")
 
 
@@ -144,42 +149,57 @@ def decode_frames(video: Path, count: int) -> np.ndarray:
     return np.stack(frames)
 
 
-def _prepare(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
-    """Write frames, checkpoints, ONNX files; return the contender specs."""
-    import torch
-
-    from ssdlite.model.checkpoint import save_checkpoint
-    from ssdlite.config import load_config
-    from ssdlite.deploy.export import export_onnx
-    from ssdlite.model import build_model
-
+def prepare_frames(args: argparse.Namespace, work: Path, tag: str = "latency") -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode ``--frames`` frames once into ``work``; return them and the spec keys every contender shares."""
     video = Path(args.video) if args.video else _default_video()
     frames = decode_frames(video, args.frames)
     frames_path = work / "frames.npy"
     np.save(frames_path, frames)
-    print(f"latency: {len(frames)} frames of {video.name} ({frames.shape[2]}x{frames.shape[1]}), batch 1, "
+    print(f"{tag}: {len(frames)} frames of {video.name} ({frames.shape[2]}x{frames.shape[1]}), batch 1, "
           f"{args.threads} threads, score {args.score}, {args.rounds} rounds", file=sys.stderr)
-
     common = {
         "frames": str(frames_path), "threads": args.threads, "score": args.score, "warmup": args.warmup,
         "spinning": args.spinning, "ort_torch_threads": args.ort_torch_threads, "omp_wait_policy": args.omp_wait_policy,
     }
-    specs: list[dict[str, Any]] = []
+    return frames, common
 
-    def add_ours(name: str, model: Any, cfg: Any) -> None:
-        ckpt = work / f"{name}.pt"
-        save_checkpoint(ckpt, model, cfg)
-        for backend in args.backends:
-            spec = {**common, "name": name, "kind": "ssdlite", "backend": backend, "checkpoint": str(ckpt)}
-            if backend == "onnxruntime":
-                spec["checkpoint"] = str(export_onnx(ckpt, None, work / f"{name}.onnx"))
-            specs.append(spec)
+
+def ours_spec(name: str, model: Any, cfg: Any, backend: str, common: dict[str, Any], work: Path) -> dict[str, Any]:
+    """A contender running ``model`` on ``backend``: its checkpoint (and ONNX file) written to ``work``."""
+    from ssdlite.deploy.export import export_onnx
+    from ssdlite.model.checkpoint import save_checkpoint
+
+    ckpt = work / f"{name}.pt"
+    save_checkpoint(ckpt, model, cfg)
+    spec = {**common, "name": name, "kind": "ssdlite", "backend": backend, "checkpoint": str(ckpt)}
+    if backend == "onnxruntime":
+        spec["checkpoint"] = str(export_onnx(ckpt, None, work / f"{name}.onnx"))
+    return spec
+
+
+def config_specs(paths: dict[str, Path], backends: list[str], frames: np.ndarray, common: dict[str, Any],
+                 work: Path, score: float) -> list[dict[str, Any]]:
+    """One contender per (name: config) x back end, random weights made lively on a few of ``frames``."""
+    from ssdlite.config import load_config
 
     calib = frames[:: max(1, len(frames) // 4)][:4]
-    for path in _config_paths(args.configs):
+    specs = []
+    for name, path in paths.items():
         cfg = load_config(path)
-        model = lively_random_model(cfg, calib, candidates=CANDIDATES_PER_FRAME, score_thresh=args.score)
-        add_ours(path.stem.replace("ssdlite320_", ""), model, cfg)
+        model = lively_random_model(cfg, calib, candidates=CANDIDATES_PER_FRAME, score_thresh=score)
+        specs += [ours_spec(name, model, cfg, backend, common, work) for backend in backends]
+    return specs
+
+
+def _prepare(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
+    """Write frames, checkpoints, ONNX files; return the contender specs."""
+    import torch
+
+    from ssdlite.model import build_model
+
+    frames, common = prepare_frames(args, work)
+    paths = {p.stem.replace("ssdlite320_", ""): p for p in _config_paths(args.configs)}
+    specs = config_specs(paths, args.backends, frames, common, work, args.score)
 
     import torchvision
 
@@ -194,7 +214,7 @@ def _prepare(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         cfg = torchvision_config()
         model = build_model(cfg, load_backbone_weights=False)
         load_state_dict_strict(model, convert_torchvision_state_dict(tv.state_dict()), "torchvision ssdlite320_mobilenet_v3_large")
-        add_ours(TV_WEIGHTS, model, cfg)
+        specs += [ours_spec(TV_WEIGHTS, model, cfg, backend, common, work) for backend in args.backends]
     specs.append({**common, "name": TORCHVISION, "kind": "torchvision", "backend": "eager", "checkpoint": str(tv_state)})
     return specs
 
@@ -308,27 +328,37 @@ def _spawn(spec: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- report
 
 
-def run(args: argparse.Namespace) -> int:
+def time_rounds(specs: list[dict[str, Any]], rounds: int, tag: str = "latency") -> list[dict[str, dict[str, Any]]]:
+    """Every contender in its own process, ``rounds`` times, the order reversed every other round."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > 0.5 * (os.cpu_count() or 1):
+        print(f"{tag}: warning: the machine is busy (load {load:.1f} on {os.cpu_count()} cores); "
+              "every figure is inflated, compare the ratios", file=sys.stderr)
+    out: list[dict[str, dict[str, Any]]] = []
+    for r in range(rounds):
+        order = specs if r % 2 == 0 else specs[::-1]
+        results = {}
+        for spec in order:
+            key = label(spec["name"], spec["backend"])
+            results[key] = _spawn(spec)
+            e2e = statistics.median(results[key]["ms"]["end_to_end"])
+            print(f"{tag}: round {r + 1}/{rounds} {key}: {e2e:.2f} ms", file=sys.stderr)
+        out.append(results)
+    return out
+
+
+def check_timing_args(args: argparse.Namespace) -> None:
     if args.frames < 1 or args.rounds < 1 or args.threads < 1:
         raise ValueError("--frames, --rounds and --threads must be >= 1")
+
+
+def run(args: argparse.Namespace) -> int:
+    check_timing_args(args)
     with tempfile.TemporaryDirectory(prefix="ssdlite_latency_") as tmp:
         work = Path(args.workdir) if args.workdir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         specs = _prepare(args, work)
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-        if load > 0.5 * (os.cpu_count() or 1):
-            print(f"latency: warning: the machine is busy (load {load:.1f} on {os.cpu_count()} cores); "
-                  "every figure is inflated, compare the ratios", file=sys.stderr)
-        rounds: list[dict[str, dict[str, Any]]] = []
-        for r in range(args.rounds):
-            order = specs if r % 2 == 0 else specs[::-1]
-            results = {}
-            for spec in order:
-                key = label(spec["name"], spec["backend"])
-                results[key] = _spawn(spec)
-                e2e = statistics.median(results[key]["ms"]["end_to_end"])
-                print(f"latency: round {r + 1}/{args.rounds} {key}: {e2e:.2f} ms", file=sys.stderr)
-            rounds.append(results)
+        rounds = time_rounds(specs, args.rounds)
     rows = summarize(specs, rounds)
     print(f"CPU: {cpu_description()}")
     print(format_table(rows))
