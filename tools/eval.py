@@ -1,13 +1,16 @@
-"""COCO box metrics of a model on a dataset, or of a results file against ground truth.
+"""COCO (and Pascal VOC) box metrics of a model on a dataset, or of a results file against ground truth.
 
 Results file:  python tools/eval.py --annotations GT.json --results DT.json [--json-out m.json]
 A model:       python tools/eval.py --checkpoint best.pt --images DIR --annotations GT.json
                [--config C --set k=v ...] [--results-out dt.json] [--json-out m.json]
+Metrics:       --metric coco (default) | voc07 | voc, or several: --metric coco voc07 voc
 
 Prints the 12 COCO box stats (pycocotools' wording) and a per-class AP table; writes the
 metrics (--json-out), the COCO results file (--results-out) and a PNG of precision-recall
 curves (--plot, by default beside --json-out). The numbers come from faster-coco-eval and
-are identical to pycocotools' (--evaluator pycocotools runs the reference).
+are identical to pycocotools' (--evaluator pycocotools runs the reference). voc07 (11-point
+interpolated AP, VOC2007) and voc (area under the interpolated curve, VOC2010+) are the VOC
+devkit's AP at IoU 0.5, "difficult" objects ignored, per class and their mean (mAP).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import sys
 from pathlib import Path
 
 from ssdlite.apps.cli import add_config_args, add_runtime_args
+
+METRICS = ("coco", "voc07", "voc")  # = ssdlite.eval.coco.METRICS (not imported: --help stays fast)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
     parser.add_argument("--evaluator", choices=("faster", "pycocotools"), default="faster",
                         help="faster-coco-eval (default) or the pycocotools reference; same numbers")
-    parser.add_argument("--json-out", help="write {stats, AP, AP50, ..., per_class} here")
+    parser.add_argument("--metric", nargs="+", choices=METRICS, default=["coco"], metavar="METRIC",
+                        help="coco (default: the 12 COCO stats), voc07 (VOC2007 11-point AP@0.5), "
+                             "voc (VOC2010+ area AP@0.5); several may be given")
+    parser.add_argument("--json-out", help="write {stats, AP, AP50, ..., per_class, voc07, voc} here")
     parser.add_argument("--results-out", help="write the model's COCO results json here (model mode)")
     parser.add_argument("--plot", help="precision-recall PNG (default: <json-out stem>_pr.png when --json-out is set)")
     parser.add_argument("--no-per-class", action="store_true", help="skip the per-class table")
@@ -52,12 +60,14 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError("--results-out applies to model mode (--checkpoint); the results file already exists")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.plot and "coco" not in args.metric:
+        raise ValueError("--plot draws the COCO precision-recall curves: add --metric coco")
 
 
 def _plot_path(args: argparse.Namespace) -> Path | None:
     if args.plot:
         return Path(args.plot)
-    if args.json_out:
+    if args.json_out and "coco" in args.metric:
         out = Path(args.json_out)
         return out.with_name(out.stem + "_pr.png")
     return None
@@ -93,10 +103,23 @@ def predict_results(args: argparse.Namespace) -> tuple[list[dict], str]:
     return results, annotations
 
 
+def _print_report(result, per_class: bool) -> None:
+    from ssdlite.eval.report import format_per_class, format_summary, format_voc
+
+    if result.stats:
+        print(format_summary(result))
+        if per_class:
+            print()
+            print(format_per_class(result))
+    if result.voc:
+        if result.stats:
+            print()
+        print(format_voc(result, per_class=per_class))
+
+
 def main(args: argparse.Namespace) -> int:
     from ssdlite.eval.coco import evaluate_coco
     from ssdlite.eval.plots import plot_pr_curves
-    from ssdlite.eval.report import format_per_class, format_summary
 
     _check_args(args)
     if args.checkpoint:
@@ -111,12 +134,11 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError("results mode needs --annotations GT.json")
         results, annotations = args.results, args.annotations
 
-    result = evaluate_coco(annotations, results, evaluator=args.evaluator, per_class=not args.no_per_class)
-    print(f"{result.num_detections} detections on {result.num_images} images ({args.evaluator})")
-    print(format_summary(result))
-    if not args.no_per_class:
-        print()
-        print(format_per_class(result))
+    result = evaluate_coco(annotations, results, evaluator=args.evaluator, per_class=not args.no_per_class,
+                           metrics=args.metric)
+    print(f"{result.num_detections} detections on {result.num_images} images"
+          + (f" ({args.evaluator})" if result.stats else ""))
+    _print_report(result, per_class=not args.no_per_class)
     if args.json_out:
         out = Path(args.json_out)
         out.parent.mkdir(parents=True, exist_ok=True)

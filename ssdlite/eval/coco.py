@@ -3,8 +3,10 @@
 :func:`evaluate_coco` loads and checks the ground truth and the results
 (:mod:`ssdlite.eval.loading`), runs one of the two back ends, faster-coco-eval or
 pycocotools (:mod:`ssdlite.eval.backends`, identical numbers), and returns an
-:class:`EvalResult`; :func:`detections_to_coco_results` turns a detector's outputs into
-results. The text report is in :mod:`ssdlite.eval.report`, the plots in :mod:`ssdlite.eval.plots`.
+:class:`EvalResult`; asked for them (``metrics``), the VOC metrics of the same inputs
+(:mod:`ssdlite.eval.voc`) come beside the COCO stats, or instead of them.
+:func:`detections_to_coco_results` turns a detector's outputs into results. The text report
+is in :mod:`ssdlite.eval.report`, the plots in :mod:`ssdlite.eval.plots`.
 
 Results follow the COCO results format: a list of
 ``{"image_id": int, "category_id": int, "bbox": [x, y, w, h] (absolute pixels), "score": float}``.
@@ -21,10 +23,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ssdlite.eval.backends import EVALUATORS, run_evaluator
-from ssdlite.eval.loading import PathLike, check_image_ids, check_results, load_ground_truth, load_results
+from ssdlite.eval.loading import (
+    PathLike, check_image_ids, check_results, load_ground_truth, load_results, unique_category_names,
+)
+from ssdlite.eval.voc import VOC_METRICS, VocResult, voc_metrics
 
 __all__ = [
     "STAT_NAMES",
+    "METRICS",
     "EvalResult",
     "evaluate_coco",
     "detections_to_coco_results",
@@ -34,15 +40,18 @@ __all__ = [
 STAT_NAMES: tuple[str, ...] = (
     "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
 )
+# What evaluate_coco can compute: the COCO stats, and the VOC APs of ssdlite.eval.voc.
+METRICS: tuple[str, ...] = ("coco", *VOC_METRICS)
 
 
 @dataclass
 class EvalResult:
-    """The outcome of one COCO box evaluation.
+    """The outcome of one box evaluation: the COCO stats and / or the VOC APs.
 
     Attributes:
         stats: the 12 pycocotools stats in :data:`STAT_NAMES` order (-1 where undefined,
-            e.g. no ground truth of that size).
+            e.g. no ground truth of that size); empty when the COCO metric was not asked for
+            (and so are ``per_class``, ``per_class_ap50``, ``precision`` and ``recall``).
         category_ids: dataset category ids, sorted (the K axis of ``precision``).
         category_names: their names, same order (made unique with `` (id)`` if repeated).
         per_class: name -> AP@[.5:.95] (area all, maxDets 100); -1 when the class has no gt.
@@ -56,6 +65,8 @@ class EvalResult:
         evaluator: "faster" or "pycocotools".
         num_images: ground-truth images evaluated.
         num_detections: detections read from the results.
+        voc: metric name (``"voc07"``, ``"voc"``) -> its :class:`~ssdlite.eval.voc.VocResult`,
+            for those asked for.
     """
 
     stats: list[float]
@@ -70,6 +81,7 @@ class EvalResult:
     evaluator: str = "faster"
     num_images: int = 0
     num_detections: int = 0
+    voc: dict[str, VocResult] = field(default_factory=dict)
 
     @property
     def stats_dict(self) -> dict[str, float]:
@@ -77,21 +89,19 @@ class EvalResult:
         return dict(zip(STAT_NAMES, self.stats))
 
     def to_json(self) -> dict[str, Any]:
-        """Plain dict for ``--json-out``: the 12 stats as a list and by name, and per-class APs."""
-        out: dict[str, Any] = {"stats": [float(s) for s in self.stats]}
-        out.update({k: float(v) for k, v in self.stats_dict.items()})
-        out["per_class"] = {k: float(v) for k, v in self.per_class.items()}
-        out["per_class_AP50"] = {k: float(v) for k, v in self.per_class_ap50.items()}
-        out["evaluator"] = self.evaluator
+        """Plain dict for ``--json-out``: the 12 stats as a list and by name, and per-class APs
+        (when COCO was computed); each VOC metric's result under its name."""
+        out: dict[str, Any] = {}
+        if self.stats:
+            out["stats"] = [float(s) for s in self.stats]
+            out.update({k: float(v) for k, v in self.stats_dict.items()})
+            out["per_class"] = {k: float(v) for k, v in self.per_class.items()}
+            out["per_class_AP50"] = {k: float(v) for k, v in self.per_class_ap50.items()}
+            out["evaluator"] = self.evaluator
+        out.update({name: r.to_json() for name, r in self.voc.items()})
         out["num_images"] = int(self.num_images)
         out["num_detections"] = int(self.num_detections)
         return out
-
-
-def _unique_names(cats: list[dict[str, Any]]) -> list[str]:
-    names = [str(c.get("name", c["id"])) for c in cats]
-    repeated = {n for n in names if names.count(n) > 1}
-    return [f"{n} ({c['id']})" if n in repeated else n for n, c in zip(names, cats)]
 
 
 def mean_valid(x: np.ndarray) -> float:
@@ -105,8 +115,9 @@ def evaluate_coco(
     results: PathLike | Sequence[Mapping[str, Any]] | Mapping[str, Any],
     evaluator: str = "faster",
     per_class: bool = True,
+    metrics: Sequence[str] = ("coco",),
 ) -> EvalResult:
-    """COCO box evaluation of ``results`` against ``gt`` on every ground-truth image.
+    """COCO (and / or VOC) box evaluation of ``results`` against ``gt`` on every ground-truth image.
 
     Args:
         gt: path to a COCO instances json, or the loaded dict (not modified).
@@ -115,16 +126,21 @@ def evaluate_coco(
             COCO-style dict whose ``annotations`` are the results. May be empty (all stats 0).
         evaluator: ``"faster"`` (faster-coco-eval) or ``"pycocotools"`` (the reference).
         per_class: also fill ``per_class`` / ``per_class_ap50``.
+        metrics: some of :data:`METRICS`: ``"coco"`` (the 12 stats), ``"voc07"`` and ``"voc"``
+            (VOC APs at IoU 0.5, in ``voc``; :mod:`ssdlite.eval.voc`).
 
     Raises:
-        ValueError: unknown evaluator, malformed files, or results on images not in ``gt``.
+        ValueError: unknown evaluator or metric, malformed files, or results on images not in ``gt``.
     """
     if evaluator not in EVALUATORS:
         raise ValueError(f"evaluator={evaluator!r} is not one of {list(EVALUATORS)}")
+    metrics = list(dict.fromkeys([metrics] if isinstance(metrics, str) else metrics))
+    if not metrics or any(m not in METRICS for m in metrics):
+        raise ValueError(f"metrics must be some of {list(METRICS)}, got {metrics}")
     # Millions of small dicts: the cyclic GC would rescan them over and over while they are
     # built (json, indexes); they hold no cycles, so pause it (same for both evaluators).
     with _gc_paused():
-        return _evaluate(gt, results, evaluator, per_class)
+        return _evaluate(gt, results, evaluator, per_class, metrics)
 
 
 @contextlib.contextmanager
@@ -138,22 +154,38 @@ def _gc_paused():
             gc.enable()
 
 
-def _evaluate(gt: Any, results: Any, evaluator: str, per_class: bool) -> EvalResult:
+def _evaluate(gt: Any, results: Any, evaluator: str, per_class: bool, metrics: list[str]) -> EvalResult:
     gt_data = load_ground_truth(gt)
     dets = load_results(results)
     check_image_ids(dets, gt_data)
+    # VOC first: the COCO evaluators write into these dicts (pycocotools sets each object's "ignore")
+    voc_names = [m for m in metrics if m in VOC_METRICS]
+    voc = voc_metrics(gt_data, dets, voc_names) if voc_names else {}
+    if "coco" not in metrics:
+        cats_by_id = {c["id"]: c for c in gt_data["categories"]}
+        cat_ids = sorted(cats_by_id)
+        return EvalResult(stats=[], category_ids=cat_ids,
+                          category_names=unique_category_names([cats_by_id[c] for c in cat_ids]),
+                          evaluator=evaluator, num_images=len(gt_data["images"]), num_detections=len(dets), voc=voc)
+    result = _coco(gt_data, dets, evaluator, per_class, str(results) if isinstance(results, (str, Path)) else "results")
+    result.voc = voc
+    return result
+
+
+def _coco(gt_data: dict[str, Any], dets: list[dict[str, Any]], evaluator: str, per_class: bool,
+          source: str) -> EvalResult:
     num_images = len(gt_data["images"])
     try:
         ev = run_evaluator(evaluator, gt_data, dets)
     except Exception:
         # the libraries' errors on malformed results are cryptic: name the bad result
-        check_results(dets, str(results) if isinstance(results, (str, Path)) else "results")
+        check_results(dets, source)
         raise
 
     p = ev.params
     cat_ids = [int(c) for c in p.catIds]
     cats_by_id = {c["id"]: c for c in gt_data["categories"]}
-    names = _unique_names([cats_by_id[c] for c in cat_ids])
+    names = unique_category_names([cats_by_id[c] for c in cat_ids])
     precision = np.asarray(ev.eval["precision"], dtype=np.float64)
     recall = np.asarray(ev.eval["recall"], dtype=np.float64)
     result = EvalResult(

@@ -16,7 +16,10 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
-__all__ = ["PathLike", "load_ground_truth", "load_results", "check_results", "check_scores", "check_image_ids"]
+__all__ = [
+    "PathLike", "load_ground_truth", "load_results", "check_results", "check_scores", "check_image_ids",
+    "unique_category_names",
+]
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +142,10 @@ def check_image_ids(dets: list[dict[str, Any]], gt: dict[str, Any]) -> None:
     if stray:
         log.warning("results use %d category id(s) absent from the ground truth (ignored): %s",
                     len(stray), sorted(stray)[:10])
+
+
+def unique_category_names(cats: list[dict[str, Any]]) -> list[str]:
+    """The names of categories (their id when unnamed), a repeated name made unique with `` (id)``."""
+    names = [str(c.get("name", c["id"])) for c in cats]
+    repeated = {n for n in names if names.count(n) > 1}
+    return [f"{n} ({c['id']})" if n in repeated else n for n, c in zip(names, cats)]

@@ -104,8 +104,10 @@ def evaluate_detector(
     progress: bool = True,
     results_out: str | Path | None = None,
     distributed: bool = False,
+    metrics: tuple[str, ...] = ("coco",),
 ) -> Any:
-    """COCO box metrics (an ``EvalResult``) of ``detector`` on a dataset; with ``distributed``
+    """COCO box metrics (an ``EvalResult``; VOC APs too with ``metrics``, as
+    :func:`~ssdlite.eval.coco.evaluate_coco`) of ``detector`` on a dataset; with ``distributed``
     each rank predicts its shard and rank 0 scores the gathered results (others return None)."""
     from ssdlite.eval.coco import evaluate_coco
     from ssdlite import distributed as dist
@@ -120,4 +122,4 @@ def evaluate_detector(
         from ssdlite.files import atomic_write
 
         atomic_write(results_out, lambda f: f.write(json.dumps(results).encode()))
-    return evaluate_coco(str(annotations), results, evaluator=evaluator)
+    return evaluate_coco(str(annotations), results, evaluator=evaluator, metrics=metrics)

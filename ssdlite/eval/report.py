@@ -1,12 +1,14 @@
-"""The text report of a COCO evaluation: the 12 stats in pycocotools' wording and a per-class table."""
+"""The text report of an evaluation: the 12 COCO stats in pycocotools' wording, a per-class table,
+and the VOC mAPs with their per-class table."""
 
 from __future__ import annotations
 
 import math
 
 from ssdlite.eval.coco import EvalResult
+from ssdlite.eval.voc import METRIC_TITLES
 
-__all__ = ["format_summary", "format_per_class"]
+__all__ = ["format_summary", "format_per_class", "format_voc"]
 
 # (title, iou label, area, maxDets) of each stat, as pycocotools prints them.
 _STAT_LINES: tuple[tuple[str, str, str, int], ...] = (
@@ -33,6 +35,10 @@ def format_summary(result: EvalResult) -> str:
     return "\n".join(lines)
 
 
+def _cell(v: float) -> str:
+    return f"{'-':>6}" if v < 0 or math.isnan(v) else f"{v:6.3f}"
+
+
 def format_per_class(result: EvalResult) -> str:
     """A table of per-class AP@[.5:.95] and AP@.5 (``-`` for classes without ground truth)."""
     if not result.per_class:
@@ -40,13 +46,31 @@ def format_per_class(result: EvalResult) -> str:
     width = max(8, *(len(n) for n in result.per_class))
     head = f"{'category':<{width}}  {'id':>5}  {'AP':>6}  {'AP50':>6}"
     rows = [head, "-" * len(head)]
-
-    def cell(v: float) -> str:
-        return f"{'-':>6}" if v < 0 or math.isnan(v) else f"{v:6.3f}"
-
     for cid, name in zip(result.category_ids, result.category_names):
         ap, ap50 = result.per_class.get(name, -1.0), result.per_class_ap50.get(name, -1.0)
-        rows.append(f"{name:<{width}}  {cid:>5}  {cell(ap)}  {cell(ap50)}")
+        rows.append(f"{name:<{width}}  {cid:>5}  {_cell(ap)}  {_cell(ap50)}")
     rows.append("-" * len(head))
-    rows.append(f"{'mean':<{width}}  {'':>5}  {cell(result.stats[0])}  {cell(result.stats[1])}")
+    rows.append(f"{'mean':<{width}}  {'':>5}  {_cell(result.stats[0])}  {_cell(result.stats[1])}")
     return "\n".join(rows)
+
+
+def format_voc(result: EvalResult, per_class: bool = True) -> str:
+    """The VOC mAP of each VOC metric computed, one per line, then (``per_class``) a table of the
+    per-class APs beside the number of positive objects (``-`` for classes without any)."""
+    if not result.voc:
+        return "(no VOC results)"
+    title = max(len(METRIC_TITLES[m]) for m in result.voc)
+    lines = [f" VOC mAP @[ IoU={r.iou_threshold:.2f} ] {METRIC_TITLES[m]:<{title}s} = {_cell(r.mAP).strip()}"
+             for m, r in result.voc.items()]
+    if not per_class:
+        return "\n".join(lines)
+    first = next(iter(result.voc.values()))
+    width = max(8, *(len(n) for n in first.category_names))
+    head = f"{'category':<{width}}  {'id':>5}  {'objects':>7}" + "".join(f"  {m:>6}" for m in result.voc)
+    rows = ["", head, "-" * len(head)]
+    for cid, name in zip(first.category_ids, first.category_names):
+        aps = "".join(f"  {_cell(r.per_class[name])}" for r in result.voc.values())
+        rows.append(f"{name:<{width}}  {cid:>5}  {first.num_positives[name]:>7d}{aps}")
+    rows.append("-" * len(head))
+    rows.append(f"{'mean':<{width}}  {'':>5}  {'':>7}" + "".join(f"  {_cell(r.mAP)}" for r in result.voc.values()))
+    return "\n".join(lines + rows)
