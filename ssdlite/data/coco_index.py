@@ -51,6 +51,10 @@ class CocoIndex(NamedTuple):
     box_offsets: np.ndarray  # (N + 1,) int64
     counts: dict[str, int]  # images, images_kept, images_empty, images_dropped_empty, annotations, boxes, crowd_boxes
     problems: list[Problem]  # the json's faults (kinds of PARSE_PROBLEMS), in the order found
+    # VOC truncated (bit 0) / occluded (bit 1) per box; None when the format has no such attributes
+    attributes: np.ndarray | None = None  # (M,) uint8
+    normalized: bool = False  # boxes in [0, 1] of the image size (YOLO: sizes unknown until the file is read)
+    source: str = ""  # what was read (the json, the VOC folder + split, the data.yaml + split), for messages
 
 
 def read_coco_index(
@@ -333,6 +337,7 @@ class _IndexBuilder:
             box_offsets=np.concatenate([[0], np.cumsum(n_boxes)]).astype(np.int64),
             counts=c,
             problems=self.problems,
+            source=str(self.src),
         )
 
     def _problem(self, kind: str, ann_id: int | None, image_id: int | None, file: str | None, detail: str) -> None:

@@ -1,0 +1,153 @@
+"""Pascal VOC folders -> the compact :class:`~ssdlite.data.coco_index.CocoIndex` the COCO reader makes.
+
+A VOC folder (``VOCdevkit/VOC2012`` or one laid out the same) holds ``Annotations/<id>.xml``,
+``JPEGImages/<id>.jpg`` and ``ImageSets/Main/<split>.txt`` (one id per line). The image of ``<id>``
+is the xml's ``<filename>`` when its stem is ``<id>`` (so ``.png`` images work), else
+``<id>.jpg`` as the devkit reads it.
+
+Coordinates: VOC's ``xmin, ymin, xmax, ymax`` are integer pixels, 1-based and inclusive (the
+devkit's convention: the top-left pixel is (1, 1) and a box covers pixels ``xmin..xmax``). In the
+index, whose boxes are continuous 0-based xyxy pixels, that box is ``[xmin - 1, ymin - 1, xmax,
+ymax]`` (as detectron2 reads VOC); :mod:`ssdlite.data.convert` writes the inverse, so VOC -> index
+-> VOC is exact.
+
+``difficult`` objects are kept as ignore regions (``crowd``): the matcher neither trains them as
+positives nor as negatives, and the COCO evaluation ignores detections on them (``iscrowd``), as
+the VOC devkit ignores difficult objects. ``truncated`` and ``occluded`` are kept in
+``CocoIndex.attributes`` (bits :data:`~ssdlite.data.index_rows.TRUNCATED`, ``OCCLUDED``).
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any, Sequence
+
+from ssdlite.data.coco_index import CocoIndex
+from ssdlite.data.index_rows import OCCLUDED, TRUNCATED, IndexRows
+
+__all__ = ["read_voc_index", "voc_ids", "looks_like_voc"]
+
+_COORDS = ("xmin", "ymin", "xmax", "ymax")
+
+
+def looks_like_voc(path: Path) -> bool:
+    """A folder with ``Annotations/`` (and so a VOC dataset)."""
+    return path.is_dir() and (path / "Annotations").is_dir()
+
+
+def voc_ids(root: Path, split: str | None) -> tuple[list[str], str]:
+    """The image ids of ``split`` and where they came from.
+
+    ``split``: a name (``ImageSets/Main/<split>.txt``), a list file (relative to ``root`` or
+    absolute), or None: every ``Annotations/*.xml``, sorted.
+    """
+    if split is None:
+        ids = sorted(e.name[:-4] for e in os.scandir(root / "Annotations") if e.name.endswith(".xml"))
+        return ids, f"{root} (every Annotations/*.xml)"
+    candidates = [root / "ImageSets" / "Main" / f"{split}.txt", root / split, Path(split)]
+    for c in candidates:
+        if c.is_file():
+            text = c.read_text(encoding="utf-8-sig")
+            return [line.split()[0] for line in text.splitlines() if line.strip()], f"{root} split {c}"
+    raise ValueError(f"VOC split {split!r} not found: none of {', '.join(str(c) for c in candidates[:2])} is a file")
+
+
+def read_voc_index(
+    root: str | os.PathLike,
+    split: str | None = None,
+    class_names: Sequence[str] | None = None,
+    keep_empty: bool = True,
+    min_box_size: float = 1.0,
+) -> tuple[Path, CocoIndex]:
+    """Read a VOC folder's split into ``(image folder, CocoIndex)``.
+
+    Args:
+        root: the folder holding ``Annotations/`` and ``JPEGImages/``.
+        split: see :func:`voc_ids`.
+        class_names: the classes in label order (objects of other names are ``unknown_category``);
+            None: every name found, sorted (VOC's own 20 classes come out in the devkit's order).
+        keep_empty, min_box_size: as for :class:`ssdlite.data.coco.CocoDetection`.
+
+    Faults of one file or object are named and skipped (``malformed_annotations``: an xml that
+    does not parse or an object without name / numeric box; ``invalid_boxes``, ``clamped_boxes``,
+    ``degenerate_boxes``, ``unknown_category``); a missing folder raises ``ValueError`` naming it.
+    """
+    root = Path(root)
+    for sub in ("", "Annotations", "JPEGImages"):
+        if not (root / sub).is_dir():
+            raise ValueError(f"VOC folder {root / sub} does not exist (expected Annotations/ and JPEGImages/ in {root})")
+    ids, source = voc_ids(root, split)
+    rows = IndexRows(source, keep_empty, min_box_size)
+    parsed = [(i, _parse_xml(root / "Annotations" / f"{i}.xml", rows)) for i in ids]
+    names = list(class_names) if class_names is not None else sorted({o[0] for _, p in parsed if p for o in p[1]})
+    label_of = {n: k for k, n in enumerate(names)}
+    for id_, p in parsed:
+        if p is None:
+            continue
+        (filename, h, w), objects = p
+        image = rows.add_image(filename if filename and Path(filename).stem == id_ else f"{id_}.jpg", h, w)
+        if not h:
+            rows.problem("missing_image_size", f"Annotations/{id_}.xml", "no <size> width/height; boxes are clamped "
+                         "to the decoded size", image)
+        for k, (name, box, difficult, attrs) in enumerate(objects, 1):
+            where = f"Annotations/{id_}.xml object {k}"
+            label = label_of.get(name, -1)
+            if label < 0:
+                rows.problem("unknown_category", where, f"class {name!r} is not one of the {len(names)} classes; "
+                             "object dropped", image)
+            rows.add_box(image, box, label, where, crowd=difficult, attrs=attrs)
+    del parsed
+    return root / "JPEGImages", rows.finish(names)
+
+
+def _parse_xml(path: Path, rows: IndexRows) -> tuple[tuple[str, int, int], list[tuple]] | None:
+    """``((filename, h, w), [(name, xyxy 0-based, difficult, attribute bits), ...])`` of one xml,
+    or None (named in ``rows``) when it is missing or malformed."""
+    where = f"Annotations/{path.name}"
+    try:
+        top = ET.parse(path).getroot()
+    except FileNotFoundError:
+        rows.problem("malformed_annotations", where, "annotation file not found; image dropped")
+        return None
+    except (ET.ParseError, OSError) as e:
+        rows.problem("malformed_annotations", where, f"not a readable xml ({e}); image dropped")
+        return None
+    size = top.find("size")
+    h, w = (_int(size.findtext("height")), _int(size.findtext("width"))) if size is not None else (0, 0)
+    h, w = (h, w) if h > 0 and w > 0 else (0, 0)
+    objects = []
+    for k, obj in enumerate(top.iter("object"), 1):
+        parsed = _parse_object(obj)
+        if isinstance(parsed, str):
+            rows.counts["annotations"] += 1
+            rows.problem("malformed_annotations", f"{where} object {k}", parsed + "; object dropped")
+            continue
+        objects.append(parsed)
+    return ((top.findtext("filename") or "").strip(), h, w), objects
+
+
+def _parse_object(obj: Any) -> tuple | str:
+    """``(name, xyxy 0-based continuous pixels, difficult, attribute bits)``, or what is wrong."""
+    name = (obj.findtext("name") or "").strip()
+    bb = obj.find("bndbox")
+    if not name:
+        return "no <name>"
+    try:
+        xmin, ymin, xmax, ymax = (float(bb.findtext(c)) for c in _COORDS)  # type: ignore[union-attr, arg-type]
+    except (AttributeError, TypeError, ValueError):
+        return "no <bndbox> with numeric xmin, ymin, xmax, ymax"
+    attrs = (TRUNCATED if _flag(obj, "truncated") else 0) | (OCCLUDED if _flag(obj, "occluded") else 0)
+    return name, (xmin - 1.0, ymin - 1.0, xmax, ymax), _flag(obj, "difficult"), attrs
+
+
+def _flag(obj: Any, tag: str) -> bool:
+    return (obj.findtext(tag) or "0").strip() in ("1", "true", "True")
+
+
+def _int(text: str | None) -> int:
+    try:
+        return int(float(text or 0))
+    except ValueError:
+        return 0
