@@ -52,7 +52,7 @@ def source_splits(src: str | os.PathLike, fmt: str | None = None, images: str | 
     COCO: the json is one split (named by its stem without ``instances_``); its images are
     ``images`` or, in the layout this module writes, ``<root>/<split>/``. VOC: ``split``, else
     each of ImageSets/Main/{train,val,test}.txt that exists, else every xml (split ``all``); the
-    classes are every name found in them, sorted. YOLO: ``split``, else every split of the yaml.
+    classes are those of ``classes.txt``, else every name found in them, sorted. YOLO: ``split``, else every split of the yaml.
     """
     fmt, location = (fmt, Path(src)) if fmt else detect_format(src)
     if fmt == "coco":
@@ -63,7 +63,7 @@ def source_splits(src: str | os.PathLike, fmt: str | None = None, images: str | 
         names = [split] if split else [s for s in _YOLO_SPLITS if (location / "ImageSets" / "Main" / f"{s}.txt").is_file()]
         out = [(s or "all", *read_voc_index(location, s)) for s in (names or [None])]
         classes = sorted({c for _, _, ix in out for c in ix.class_names})
-        if any(ix.class_names != classes for _, _, ix in out):  # one class list for every split
+        if any(ix.class_names != out[0][2].class_names for _, _, ix in out):  # one class list for every split
             out = [(n, *read_voc_index(location, None if n == "all" else n, classes)) for n, _, _ in out]
         return fmt, out
     get_format(fmt)
@@ -111,14 +111,14 @@ def _yolo_split(name: str) -> str:
 
 
 def split_ground_truth(split: Any, class_names: Sequence[str] | None = None, skipped: list[str] | None = None
-                       ) -> tuple[Path, Any]:
+                       ) -> tuple[str | Path, Any]:
     """``(image folder, ground truth)`` of a config split for the COCO evaluation: the json path for
     COCO, the split converted to an in-memory COCO dict for VOC and YOLO (category ids ``1..C`` in
     ``class_names`` order: a trained model's). Images whose size cannot be read go to ``skipped``."""
     if split.format == "coco":
         if not split.images or not split.annotations:
             raise ValueError("the coco split needs images and annotations")
-        return Path(split.images), split.annotations
+        return split.images, split.annotations
     image_dir, index = open_split(split, keep_empty=True, class_names=class_names, default_split="val")
     if class_names and list(index.class_names) != list(class_names):
         raise ValueError(f"{index.source} has the classes {index.class_names}, the model {list(class_names)}")

@@ -77,14 +77,15 @@ class IndexRows:
         W, H = (w or math.inf), (h or math.inf)
         outside = max(-x1, -y1, x2 - W, y2 - H)
         cx1, cy1, cx2, cy2 = min(max(x1, 0.0), W), min(max(y1, 0.0), H), min(max(x2, 0.0), W), min(max(y2, 0.0), H)
-        size = "" if not h else f" of the {w}x{h} image"
+        image_text = f"the {w}x{h} image" if h and not self.normalized else "the image"
         if cx2 - cx1 <= self.min_box_size or cy2 - cy1 <= self.min_box_size:
             self.problem("degenerate_boxes", where, f"box {_fmt(box)} has width or height <= {self.min_box_size:g}"
-                         f"{' px' if not self.normalized else ''} inside the image{size}; dropped", image)
+                         f"{'' if self.normalized else ' px'} inside {image_text}; dropped", image)
             return False
         if outside > self.tolerance:
-            self.problem("clamped_boxes", where, f"box {_fmt(box)} extends {outside:.4g}{'' if self.normalized else ' px'} "
-                         f"outside the image{size}; clamped", image)
+            unit = " of the image size" if self.normalized else " px"
+            self.problem("clamped_boxes", where, f"box {_fmt(box)} extends {outside:.4g}{unit} outside {image_text}; clamped",
+                         image)
         self.boxes.extend((cx1, cy1, cx2, cy2))
         self.labels.append(label)
         self.crowd.append(1 if crowd else 0)

@@ -27,7 +27,9 @@ from typing import Any, Sequence
 from ssdlite.data.coco_index import CocoIndex
 from ssdlite.data.index_rows import OCCLUDED, TRUNCATED, IndexRows
 
-__all__ = ["read_voc_index", "voc_ids", "looks_like_voc"]
+__all__ = ["read_voc_index", "voc_ids", "looks_like_voc", "CLASS_FILE"]
+
+CLASS_FILE = "classes.txt"  # optional: the class names in label order, one per line (VOC itself has no list)
 
 _COORDS = ("xmin", "ymin", "xmax", "ymax")
 
@@ -67,7 +69,9 @@ def read_voc_index(
         root: the folder holding ``Annotations/`` and ``JPEGImages/``.
         split: see :func:`voc_ids`.
         class_names: the classes in label order (objects of other names are ``unknown_category``);
-            None: every name found, sorted (VOC's own 20 classes come out in the devkit's order).
+            None: the names of ``root/classes.txt`` when it exists (convert-data writes it, so that a
+            class order and classes without objects survive), else every name found, sorted (VOC's
+            own 20 classes come out in the devkit's order).
         keep_empty, min_box_size: as for :class:`ssdlite.data.coco.CocoDetection`.
 
     Faults of one file or object are named and skipped (``malformed_annotations``: an xml that
@@ -81,7 +85,8 @@ def read_voc_index(
     ids, source = voc_ids(root, split)
     rows = IndexRows(source, keep_empty, min_box_size)
     parsed = [(i, _parse_xml(root / "Annotations" / f"{i}.xml", rows)) for i in ids]
-    names = list(class_names) if class_names is not None else sorted({o[0] for _, p in parsed if p for o in p[1]})
+    names = list(class_names) if class_names is not None else _class_file(root) or sorted(
+        {o[0] for _, p in parsed if p for o in p[1]})
     label_of = {n: k for k, n in enumerate(names)}
     for id_, p in parsed:
         if p is None:
@@ -100,6 +105,12 @@ def read_voc_index(
             rows.add_box(image, box, label, where, crowd=difficult, attrs=attrs)
     del parsed
     return root / "JPEGImages", rows.finish(names)
+
+
+def _class_file(root: Path) -> list[str]:
+    """The names of ``root/classes.txt`` (one per line, in label order; what convert-data writes), if any."""
+    path = root / CLASS_FILE
+    return [n.strip() for n in path.read_text(encoding="utf-8-sig").splitlines() if n.strip()] if path.is_file() else []
 
 
 def _parse_xml(path: Path, rows: IndexRows) -> tuple[tuple[str, int, int], list[tuple]] | None:

@@ -6,7 +6,7 @@ in its format's convention:
 
 * COCO: ``annotations/instances_<split>.json`` (``bbox`` ``[x, y, w, h]`` pixels, ``iscrowd`` 1 for
   ignore regions, VOC attributes under ``attributes``), images in ``<split>/``;
-* VOC: ``Annotations/<id>.xml`` (integer 1-based inclusive pixels: ``xmin = round(x1) + 1``,
+* VOC: ``classes.txt`` (the class order), ``Annotations/<id>.xml`` (integer 1-based inclusive pixels: ``xmin = round(x1) + 1``,
   ``xmax = round(x2)``; ignore regions are ``difficult``), ``JPEGImages/``, ``ImageSets/Main/<split>.txt``;
 * YOLO: ``labels/<split>/<name>.txt`` (``class cx cy w h``, fractions to 7 decimals), ``images/<split>/``;
   :func:`write_data_yaml` writes ``data.yaml``. YOLO has no ignore regions: they are left out.
@@ -29,6 +29,7 @@ import numpy as np
 from ssdlite.data.coco_index import CocoIndex
 from ssdlite.data.images import read_image_size
 from ssdlite.data.index_rows import OCCLUDED, TRUNCATED
+from ssdlite.data.voc import CLASS_FILE
 from ssdlite.files import atomic_write
 
 __all__ = ["coco_dict", "write_coco", "write_voc", "write_yolo", "write_data_yaml", "pixel_boxes"]
@@ -132,6 +133,7 @@ def write_voc(index: CocoIndex, image_dir: Path, dst: Path, split: str, copy: bo
     out = dst / "ImageSets" / "Main" / f"{split}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+    (dst / CLASS_FILE).write_text("".join(f"{n}\n" for n in index.class_names), encoding="utf-8")
     return out
 
 

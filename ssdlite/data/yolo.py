@@ -86,9 +86,10 @@ def label_path(image: str) -> str:
 def read_yolo_index(
     yaml_path: str | os.PathLike, split: str = "train", keep_empty: bool = True, min_box_size: float = 1.0
 ) -> tuple[Path, CocoIndex]:
-    """Read split ``split`` (a key of the yaml: train, val or test) into ``(dataset root, CocoIndex)``.
+    """Read split ``split`` (a key of the yaml: train, val or test) into ``(image folder, CocoIndex)``.
 
-    Image names in the index are relative to the root (absolute when outside it); boxes are
+    The image folder is the one that holds all the split's images (``images/val`` for one folder);
+    image names in the index are relative to it; boxes are
     normalized (``min_box_size`` applies in pixels once the image is read). Faults of one line or
     file are named and skipped: ``malformed_annotations`` (a line without 5 numbers),
     ``invalid_boxes`` (a coordinate outside [0, 1]), ``unknown_category`` (a class id out of range),
@@ -102,26 +103,32 @@ def read_yolo_index(
         raise ValueError(f"{yaml_path}: no {split!r} entry")
     root, names = data["root"], data["names"]
     images, label_dirs = _split_images(root, data[split], Path(yaml_path))
+    # names relative to the folder all the split's images are in (images/val/x.jpg -> x.jpg, as COCO names them)
+    base = Path(os.path.commonpath([os.path.dirname(p) for p in images])) if images else root
     rows = IndexRows(f"{yaml_path} split {split}", keep_empty, min_box_size, normalized=True)
     labels_found = _existing_labels(label_dirs)
     used: set[str] = set()
     seen: dict[str, str] = {}
     for path in images:
-        base = os.path.basename(path)
-        if base in seen:
-            rows.problem("duplicate_file_names", path, f"an image named {base} was already read from {seen[base]}; "
-                         "this one is dropped (converted datasets name images by file name)")
+        file_name = os.path.basename(path)
+        if file_name in seen:
+            rows.problem("duplicate_file_names", _rel(path, root), f"an image named {file_name} was already read from "
+                         f"{seen[file_name]}; this one is dropped (converted datasets name images by file name)")
             continue
-        seen[base] = path
-        rel = os.path.relpath(path, root) if path.startswith(str(root) + os.sep) else path
-        image = rows.add_image(rel)
+        seen[file_name] = path
+        image = rows.add_image(_rel(path, base))
         lab = label_path(path)
         if lab in labels_found or (not any(lab.startswith(d + os.sep) for d in label_dirs) and os.path.isfile(lab)):
             used.add(lab)
-            _read_label_file(lab, image, rows, len(names))
+            _read_label_file(lab, _rel(lab, root), image, rows, len(names))
     for lab in sorted(labels_found - used) if label_dirs else ():
-        rows.problem("orphan_labels", lab, "label file without an image of the same name; ignored")
-    return root, rows.finish(names)
+        rows.problem("orphan_labels", _rel(lab, root), "label file without an image of the same name; ignored")
+    return base, rows.finish(names)
+
+
+def _rel(path: str, root: Path) -> str:
+    """``path`` relative to the dataset root when it is under it (as the index names images), else as is."""
+    return os.path.relpath(path, root) if path.startswith(str(root) + os.sep) else path
 
 
 def _split_images(root: Path, entry: Any, src: Path) -> tuple[list[str], list[str]]:
@@ -165,18 +172,18 @@ def _existing_labels(label_dirs: Iterable[str]) -> set[str]:
     return found
 
 
-def _read_label_file(path: str, image: int, rows: IndexRows, num_classes: int) -> None:
-    """Add the boxes of one label file to ``rows``, naming each bad line."""
+def _read_label_file(path: str, shown: str, image: int, rows: IndexRows, num_classes: int) -> None:
+    """Add the boxes of one label file to ``rows``, naming each bad line (as ``shown line N``)."""
     try:
         with open(path, encoding="utf-8-sig") as f:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
-        rows.problem("malformed_annotations", path, f"cannot read the label file ({e}); image kept without boxes", image)
+        rows.problem("malformed_annotations", shown, f"cannot read the label file ({e}); image kept without boxes", image)
         return
     for n, line in enumerate(text.splitlines(), 1):
         values = line.split()
         if values:
-            _read_line(values, f"{path} line {n}", image, rows, num_classes)
+            _read_line(values, f"{shown} line {n}", image, rows, num_classes)
 
 
 def _read_line(values: list[str], where: str, image: int, rows: IndexRows, num_classes: int) -> None:
