@@ -254,3 +254,29 @@ def test_config_split_keys_are_validated(tmp_path: Path) -> None:
             from_dict({}, [override])
     with pytest.raises(ConfigError, match="data.val.split='valid' is not a YOLO split"):
         from_dict({}, ["data.val.format=yolo", "data.val.root=d.yaml", "data.val.split=valid"])
+
+
+def test_index_cache_is_used_and_invalidated(voc_dir: Path, yolo_yaml: Path) -> None:
+    """A second read comes from the cache (same index, problems too); editing a file reads it again."""
+    import os
+
+    from ssdlite.data.index_cache import cache_dir
+    from ssdlite.data.voc import read_voc_index
+    from ssdlite.data.yolo import read_yolo_index
+
+    for read, edit in ((lambda **k: read_voc_index(voc_dir, "train", **k), voc_dir / "Annotations" / "c.xml"),
+                       (lambda **k: read_yolo_index(yolo_yaml, "train", **k), yolo_yaml.parent / "labels" / "train" / "a.txt")):
+        _, fresh = read(cache=False)
+        _, first = read()
+        before = set(os.listdir(cache_dir()))
+        _, cached = read()
+        assert set(os.listdir(cache_dir())) == before
+        for a, b in zip(fresh, cached):
+            if isinstance(a, np.ndarray):
+                np.testing.assert_array_equal(a, b)
+            else:
+                assert a == b
+        edit.write_text(edit.read_text().replace("</object>", "</object>" + _voc_object("cat", (2, 2, 9, 9)))
+                        if edit.suffix == ".xml" else "0 0.5 0.5 0.2 0.2\n")
+        _, changed = read()
+        assert changed.counts["boxes"] != cached.counts["boxes"]

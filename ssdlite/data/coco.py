@@ -329,7 +329,7 @@ class CocoDetection(Dataset):
 
     def __repr__(self) -> str:
         return (f"CocoDetection({len(self)} images, {self._counts['boxes']} boxes, {self.num_classes} classes, "
-                f"json={self.annotation_json})")
+                f"from={self.annotation_json})")
 
 
 def _clamp(boxes: np.ndarray, labels: np.ndarray, crowd: np.ndarray, h: int, w: int, min_size: float):

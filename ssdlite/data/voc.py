@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ssdlite.data.coco_index import CocoIndex
+from ssdlite.data.index_cache import cache_file, cached_index
 from ssdlite.data.index_rows import OCCLUDED, TRUNCATED, IndexRows
 
 __all__ = ["read_voc_index", "voc_ids", "looks_like_voc", "CLASS_FILE"]
@@ -62,6 +63,7 @@ def read_voc_index(
     class_names: Sequence[str] | None = None,
     keep_empty: bool = True,
     min_box_size: float = 1.0,
+    cache: bool = True,
 ) -> tuple[Path, CocoIndex]:
     """Read a VOC folder's split into ``(image folder, CocoIndex)``.
 
@@ -73,6 +75,8 @@ def read_voc_index(
             class order and classes without objects survive), else every name found, sorted (VOC's
             own 20 classes come out in the devkit's order).
         keep_empty, min_box_size: as for :class:`ssdlite.data.coco.CocoDetection`.
+        cache: keep the index in the cache folder and read it from there while no xml, list file
+            or setting changed (:mod:`ssdlite.data.index_cache`).
 
     Faults of one file or object are named and skipped (``malformed_annotations``: an xml that
     does not parse or an object without name / numeric box; ``invalid_boxes``, ``clamped_boxes``,
@@ -83,6 +87,16 @@ def read_voc_index(
         if not (root / sub).is_dir():
             raise ValueError(f"VOC folder {root / sub} does not exist (expected Annotations/ and JPEGImages/ in {root})")
     ids, source = voc_ids(root, split)
+    where = cache_file("voc", root.resolve(), split)
+    files = [str(root / CLASS_FILE), *(str(root / "Annotations" / f"{i}.xml") for i in ids)]
+    settings = f"{root.resolve()}|{split}|{class_names}|{keep_empty}|{min_box_size}"
+    index = cached_index(where, files, settings, lambda: _read(root, ids, source, class_names, keep_empty, min_box_size), cache)
+    return root / "JPEGImages", index
+
+
+def _read(root: Path, ids: list[str], source: str, class_names: Sequence[str] | None, keep_empty: bool,
+          min_box_size: float) -> CocoIndex:
+    """Parse the xml of each id (see :func:`read_voc_index`)."""
     rows = IndexRows(source, keep_empty, min_box_size)
     parsed = [(i, _parse_xml(root / "Annotations" / f"{i}.xml", rows)) for i in ids]
     names = list(class_names) if class_names is not None else _class_file(root) or sorted(
@@ -104,7 +118,7 @@ def read_voc_index(
                              "object dropped", image)
             rows.add_box(image, box, label, where, crowd=difficult, attrs=attrs)
     del parsed
-    return root / "JPEGImages", rows.finish(names)
+    return rows.finish(names)
 
 
 def _class_file(root: Path) -> list[str]:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ssdlite.data.coco_index import CocoIndex
+from ssdlite.data.index_cache import cache_file, cached_index
 from ssdlite.data.index_rows import IndexRows
 
 __all__ = ["read_yolo_index", "read_data_yaml", "label_path", "IMAGE_SUFFIXES"]
@@ -84,7 +85,8 @@ def label_path(image: str) -> str:
 
 
 def read_yolo_index(
-    yaml_path: str | os.PathLike, split: str = "train", keep_empty: bool = True, min_box_size: float = 1.0
+    yaml_path: str | os.PathLike, split: str = "train", keep_empty: bool = True, min_box_size: float = 1.0,
+    cache: bool = True,
 ) -> tuple[Path, CocoIndex]:
     """Read split ``split`` (a key of the yaml: train, val or test) into ``(image folder, CocoIndex)``.
 
@@ -94,7 +96,9 @@ def read_yolo_index(
     file are named and skipped: ``malformed_annotations`` (a line without 5 numbers),
     ``invalid_boxes`` (a coordinate outside [0, 1]), ``unknown_category`` (a class id out of range),
     ``clamped_boxes``, ``degenerate_boxes``, ``orphan_labels`` (a label file without its image),
-    ``duplicate_file_names`` (an image name seen in another folder of the split).
+    ``duplicate_file_names`` (an image name seen in another folder of the split). ``cache``: keep
+    the index in the cache folder while no label file, image name or setting changed
+    (:mod:`ssdlite.data.index_cache`).
     """
     data = read_data_yaml(yaml_path)
     if split not in _SPLIT_KEYS:
@@ -105,8 +109,25 @@ def read_yolo_index(
     images, label_dirs = _split_images(root, data[split], Path(yaml_path))
     # names relative to the folder all the split's images are in (images/val/x.jpg -> x.jpg, as COCO names them)
     base = Path(os.path.commonpath([os.path.dirname(p) for p in images])) if images else root
-    rows = IndexRows(f"{yaml_path} split {split}", keep_empty, min_box_size, normalized=True)
     labels_found = _existing_labels(label_dirs)
+    where = cache_file("yolo", Path(yaml_path).resolve(), split)
+    files = [str(yaml_path), *sorted(labels_found)]  # + the labels of list-file images, found while reading
+    settings = f"{names}|{keep_empty}|{min_box_size}|{base}|" + "\n".join(images)
+    index = cached_index(where, files, settings, lambda: _read(
+        f"{yaml_path} split {split}", images, base, root, label_dirs, labels_found, len(names), keep_empty, min_box_size
+    ).finish(names), cache and not _outside(images, label_dirs))
+    return base, index
+
+
+def _outside(images: list[str], label_dirs: list[str]) -> bool:
+    """Whether some images' labels are outside the listed label folders (then not cached: not all stat-ed)."""
+    return not label_dirs or any(not any(label_path(p).startswith(d + os.sep) for d in label_dirs) for p in images)
+
+
+def _read(source: str, images: list[str], base: Path, root: Path, label_dirs: list[str], labels_found: set[str],
+          num_classes: int, keep_empty: bool, min_box_size: float) -> IndexRows:
+    """Every image of the split and the boxes of its label file (see :func:`read_yolo_index`)."""
+    rows = IndexRows(source, keep_empty, min_box_size, normalized=True)
     used: set[str] = set()
     seen: dict[str, str] = {}
     for path in images:
@@ -120,10 +141,10 @@ def read_yolo_index(
         lab = label_path(path)
         if lab in labels_found or (not any(lab.startswith(d + os.sep) for d in label_dirs) and os.path.isfile(lab)):
             used.add(lab)
-            _read_label_file(lab, _rel(lab, root), image, rows, len(names))
+            _read_label_file(lab, _rel(lab, root), image, rows, num_classes)
     for lab in sorted(labels_found - used) if label_dirs else ():
         rows.problem("orphan_labels", _rel(lab, root), "label file without an image of the same name; ignored")
-    return base, rows.finish(names)
+    return rows
 
 
 def _rel(path: str, root: Path) -> str:
