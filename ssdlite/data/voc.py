@@ -32,7 +32,7 @@ __all__ = ["read_voc_index", "voc_ids", "looks_like_voc", "CLASS_FILE"]
 
 CLASS_FILE = "classes.txt"  # optional: the class names in label order, one per line (VOC itself has no list)
 
-_COORDS = ("xmin", "ymin", "xmax", "ymax")
+_TRUE = frozenset(("1", "true", "True"))
 
 
 def looks_like_voc(path: Path) -> bool:
@@ -88,7 +88,8 @@ def read_voc_index(
             raise ValueError(f"VOC folder {root / sub} does not exist (expected Annotations/ and JPEGImages/ in {root})")
     ids, source = voc_ids(root, split)
     where = cache_file("voc", root.resolve(), split)
-    files = [str(root / CLASS_FILE), *(str(root / "Annotations" / f"{i}.xml") for i in ids)]
+    folder = os.path.join(root, "Annotations")
+    files = [str(root / CLASS_FILE), *(os.path.join(folder, f"{i}.xml") for i in ids)]
     settings = f"{root.resolve()}|{split}|{class_names}|{keep_empty}|{min_box_size}"
     index = cached_index(where, files, settings, lambda: _read(root, ids, source, class_names, keep_empty, min_box_size), cache)
     return root / "JPEGImages", index
@@ -98,25 +99,27 @@ def _read(root: Path, ids: list[str], source: str, class_names: Sequence[str] | 
           min_box_size: float) -> CocoIndex:
     """Parse the xml of each id (see :func:`read_voc_index`)."""
     rows = IndexRows(source, keep_empty, min_box_size)
-    parsed = [(i, _parse_xml(root / "Annotations" / f"{i}.xml", rows)) for i in ids]
+    folder = os.path.join(root, "Annotations")
+    parsed = [(i, _parse_xml(os.path.join(folder, f"{i}.xml"), f"Annotations/{i}.xml", rows)) for i in ids]
     names = list(class_names) if class_names is not None else _class_file(root) or sorted(
-        {o[0] for _, p in parsed if p for o in p[1]})
+        {o[1] for _, p in parsed if p for o in p[1]})
     label_of = {n: k for k, n in enumerate(names)}
     for id_, p in parsed:
         if p is None:
             continue
         (filename, h, w), objects = p
-        image = rows.add_image(filename if filename and Path(filename).stem == id_ else f"{id_}.jpg", h, w)
+        shown = f"Annotations/{id_}.xml"
+        image = rows.add_image(filename if filename and os.path.splitext(filename)[0] == id_ else f"{id_}.jpg", h, w, shown)
         if not h:
-            rows.problem("missing_image_size", f"Annotations/{id_}.xml", "no <size> width/height; boxes are clamped "
-                         "to the decoded size", image)
-        for k, (name, box, difficult, attrs) in enumerate(objects, 1):
-            where = f"Annotations/{id_}.xml object {k}"
+            rows.problem("missing_image_size", shown, "no <size> width/height; boxes are clamped to the decoded size", image)
+        for k, name, box, difficult, attrs in objects:
             label = label_of.get(name, -1)
             if label < 0:
-                rows.problem("unknown_category", where, f"class {name!r} is not one of the {len(names)} classes; "
-                             "object dropped", image)
-            rows.add_box(image, box, label, where, crowd=difficult, attrs=attrs)
+                rows.counts["annotations"] += 1
+                rows.problem("unknown_category", f"{shown} object {k}", f"class {name!r} is not one of the {len(names)} "
+                             "classes; object dropped", image)
+            else:
+                rows.add_box(image, box, label, k, crowd=difficult, attrs=attrs)
     del parsed
     return rows.finish(names)
 
@@ -127,12 +130,12 @@ def _class_file(root: Path) -> list[str]:
     return [n.strip() for n in path.read_text(encoding="utf-8-sig").splitlines() if n.strip()] if path.is_file() else []
 
 
-def _parse_xml(path: Path, rows: IndexRows) -> tuple[tuple[str, int, int], list[tuple]] | None:
-    """``((filename, h, w), [(name, xyxy 0-based, difficult, attribute bits), ...])`` of one xml,
-    or None (named in ``rows``) when it is missing or malformed."""
-    where = f"Annotations/{path.name}"
+def _parse_xml(path: str, where: str, rows: IndexRows) -> tuple[tuple[str, int, int], list[tuple]] | None:
+    """``((filename, h, w), [(object number, name, xyxy 0-based, difficult, attribute bits), ...])`` of
+    one xml, or None (named in ``rows`` as ``where``) when it is missing or malformed."""
     try:
-        top = ET.parse(path).getroot()
+        with open(path, "rb") as f:
+            top = ET.fromstring(f.read())
     except FileNotFoundError:
         rows.problem("malformed_annotations", where, "annotation file not found; image dropped")
         return None
@@ -143,32 +146,39 @@ def _parse_xml(path: Path, rows: IndexRows) -> tuple[tuple[str, int, int], list[
     h, w = (_int(size.findtext("height")), _int(size.findtext("width"))) if size is not None else (0, 0)
     h, w = (h, w) if h > 0 and w > 0 else (0, 0)
     objects = []
-    for k, obj in enumerate(top.iter("object"), 1):
+    for k, obj in enumerate(top.iterfind("object"), 1):
         parsed = _parse_object(obj)
         if isinstance(parsed, str):
             rows.counts["annotations"] += 1
             rows.problem("malformed_annotations", f"{where} object {k}", parsed + "; object dropped")
             continue
-        objects.append(parsed)
+        objects.append((k, *parsed))
     return ((top.findtext("filename") or "").strip(), h, w), objects
 
 
 def _parse_object(obj: Any) -> tuple | str:
     """``(name, xyxy 0-based continuous pixels, difficult, attribute bits)``, or what is wrong."""
-    name = (obj.findtext("name") or "").strip()
-    bb = obj.find("bndbox")
+    texts: dict[str, str | None] = {}
+    bb = None
+    for c in obj:  # one pass over the children (the boxes of person parts stay inside <part>)
+        if c.tag == "bndbox":
+            bb = c
+        else:
+            texts[c.tag] = c.text
+    name = (texts.get("name") or "").strip()
     if not name:
         return "no <name>"
     try:
-        xmin, ymin, xmax, ymax = (float(bb.findtext(c)) for c in _COORDS)  # type: ignore[union-attr, arg-type]
-    except (AttributeError, TypeError, ValueError):
+        coords = {c.tag: c.text for c in bb}  # type: ignore[union-attr]
+        xmin, ymin, xmax, ymax = float(coords["xmin"]), float(coords["ymin"]), float(coords["xmax"]), float(coords["ymax"])
+    except (KeyError, TypeError, ValueError):
         return "no <bndbox> with numeric xmin, ymin, xmax, ymax"
-    attrs = (TRUNCATED if _flag(obj, "truncated") else 0) | (OCCLUDED if _flag(obj, "occluded") else 0)
-    return name, (xmin - 1.0, ymin - 1.0, xmax, ymax), _flag(obj, "difficult"), attrs
+    attrs = (TRUNCATED if _flag(texts.get("truncated")) else 0) | (OCCLUDED if _flag(texts.get("occluded")) else 0)
+    return name, (xmin - 1.0, ymin - 1.0, xmax, ymax), _flag(texts.get("difficult")), attrs
 
 
-def _flag(obj: Any, tag: str) -> bool:
-    return (obj.findtext(tag) or "0").strip() in ("1", "true", "True")
+def _flag(text: str | None) -> bool:
+    return text is not None and (text in _TRUE or text.strip() in _TRUE)
 
 
 def _int(text: str | None) -> int:

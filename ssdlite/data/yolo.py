@@ -127,7 +127,7 @@ def _outside(images: list[str], label_dirs: list[str]) -> bool:
 def _read(source: str, images: list[str], base: Path, root: Path, label_dirs: list[str], labels_found: set[str],
           num_classes: int, keep_empty: bool, min_box_size: float) -> IndexRows:
     """Every image of the split and the boxes of its label file (see :func:`read_yolo_index`)."""
-    rows = IndexRows(source, keep_empty, min_box_size, normalized=True)
+    rows = IndexRows(source, keep_empty, min_box_size, normalized=True, unit="line")
     used: set[str] = set()
     seen: dict[str, str] = {}
     for path in images:
@@ -137,8 +137,8 @@ def _read(source: str, images: list[str], base: Path, root: Path, label_dirs: li
                          f"{seen[file_name]}; this one is dropped (converted datasets name images by file name)")
             continue
         seen[file_name] = path
-        image = rows.add_image(_rel(path, base))
         lab = label_path(path)
+        image = rows.add_image(_rel(path, base), shown=_rel(lab, root))
         if lab in labels_found or (not any(lab.startswith(d + os.sep) for d in label_dirs) and os.path.isfile(lab)):
             used.add(lab)
             _read_label_file(lab, _rel(lab, root), image, rows, num_classes)
@@ -148,8 +148,9 @@ def _read(source: str, images: list[str], base: Path, root: Path, label_dirs: li
 
 
 def _rel(path: str, root: Path) -> str:
-    """``path`` relative to the dataset root when it is under it (as the index names images), else as is."""
-    return os.path.relpath(path, root) if path.startswith(str(root) + os.sep) else path
+    """``path`` relative to ``root`` when it is under it (as the index names images), else as is."""
+    prefix = os.path.join(str(root), "")
+    return path[len(prefix):] if path.startswith(prefix) else path
 
 
 def _split_images(root: Path, entry: Any, src: Path) -> tuple[list[str], list[str]]:
@@ -194,20 +195,30 @@ def _existing_labels(label_dirs: Iterable[str]) -> set[str]:
 
 
 def _read_label_file(path: str, shown: str, image: int, rows: IndexRows, num_classes: int) -> None:
-    """Add the boxes of one label file to ``rows``, naming each bad line (as ``shown line N``)."""
+    """Add the boxes of one label file to ``rows``; a line that is not ``class cx cy w h`` with a known
+    class and coordinates in [0, 1] goes to :func:`_read_line`, which names what is wrong."""
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
         rows.problem("malformed_annotations", shown, f"cannot read the label file ({e}); image kept without boxes", image)
         return
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(data.splitlines(), 1):
         values = line.split()
+        if len(values) == 5:
+            try:
+                c, cx, cy, w, h = map(float, values)
+            except ValueError:
+                c = -1.0
+            if 0 <= c < num_classes and c == int(c) and 0 <= cx <= 1 and 0 <= cy <= 1 and 0 <= w <= 1 and 0 <= h <= 1:
+                rows.add_box(image, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), int(c), n)
+                continue
         if values:
-            _read_line(values, f"{shown} line {n}", image, rows, num_classes)
+            _read_line([v.decode("utf-8", "replace") for v in values], f"{shown} line {n}", n, image, rows, num_classes)
 
 
-def _read_line(values: list[str], where: str, image: int, rows: IndexRows, num_classes: int) -> None:
+def _read_line(values: list[str], where: str, n: int, image: int, rows: IndexRows, num_classes: int) -> None:
+    """A line off the fast path: a polygon, a bad class id, bad coordinates or a malformed line."""
     try:
         cls_f = float(values[0])
         coords = [float(v) for v in values[1:]]
@@ -224,14 +235,15 @@ def _read_line(values: list[str], where: str, image: int, rows: IndexRows, num_c
         rows.problem("invalid_boxes", where, f"coordinates {' '.join(values[1:])} are not all in [0, 1] (YOLO "
                      "labels are fractions of the image size); line dropped", image)
         return
+    if not (cls_f == int(cls_f) and 0 <= cls_f < num_classes):
+        rows.counts["annotations"] += 1
+        rows.problem("unknown_category", where, f"class id {values[0]} is not in 0..{num_classes - 1} "
+                     f"({num_classes} names in data.yaml); line dropped", image)
+        return
     if len(values) == 5:
         cx, cy, w, h = coords
         box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
     else:
         xs, ys = coords[0::2], coords[1::2]
         box = (min(xs), min(ys), max(xs), max(ys))
-    label = int(cls_f) if cls_f == int(cls_f) and 0 <= cls_f < num_classes else -1
-    if label < 0:
-        rows.problem("unknown_category", where, f"class id {values[0]} is not in 0..{num_classes - 1} "
-                     f"({num_classes} names in data.yaml); line dropped", image)
-    rows.add_box(image, box, label, where)
+    rows.add_box(image, box, int(cls_f), n)
