@@ -114,3 +114,21 @@ def test_yolo_training_reads_its_split(tmp_path: Path, make_shapes, split) -> No
     assert len(ds) == 12 and ds.class_names == names and ds.num_classes == 4
     image, target = ds[0]
     assert image.shape[1:] == (128, 128) and target["boxes"].numel() > 0
+
+
+def test_train_and_evaluate_from_yolo_folders(tmp_path: Path, make_shapes, capsys) -> None:
+    """Train from a YOLO split and score on another YOLO dataset's val split (image sizes from headers)."""
+    shapes = make_shapes(12, 4, 128)
+    convert_dataset(shapes.train_annotations, "yolo", tmp_path / "train")
+    convert_dataset(shapes.val_annotations, "yolo", tmp_path / "val")
+    cfg = shapes_config(shapes)
+    cfg["data"]["train"] = {"format": "yolo", "root": str(tmp_path / "train" / "data.yaml")}
+    cfg["data"]["val"] = {"format": "yolo", "root": str(tmp_path / "val" / "data.yaml")}
+    write_config(tmp_path / "yolo.yaml", cfg)
+    assert run_tool("train", ["--config", tmp_path / "yolo.yaml", "--output", tmp_path / "run", "--no-progress"]) == 0
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert "AP" in metrics[-1]
+    capsys.readouterr()
+    assert run_tool("eval", ["--checkpoint", tmp_path / "run" / "last.pt", "--data", tmp_path / "val" / "data.yaml",
+                             "--no-per-class"]) == 0
+    assert "on 4 images" in capsys.readouterr().out
