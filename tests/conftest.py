@@ -18,6 +18,22 @@ from helpers import Clip, Photos, ShapesData, missing_data_reason, write_photos,
 from ssdlite._paths import shared_data_dir
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _index_cache(tmp_path_factory: pytest.TempPathFactory):
+    """VOC / YOLO split indexes are cached in a temporary folder, never in the user's ~/.cache."""
+    import os
+
+    from ssdlite.data.index_cache import CACHE_ENV
+
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("index_cache"))
+    yield
+    if old is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = old
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tests run under pytest-xdist on 2 cores: one torch thread per worker avoids oversubscription."""

@@ -4,6 +4,10 @@ Results file:  python tools/eval.py --annotations GT.json --results DT.json [--j
 A model:       python tools/eval.py --checkpoint best.pt --images DIR --annotations GT.json
                [--config C --set k=v ...] [--results-out dt.json] [--json-out m.json]
 Metrics:       --metric coco (default) | voc07 | voc, or several: --metric coco voc07 voc
+VOC / YOLO:    python tools/eval.py --checkpoint best.pt --data VOCdevkit/VOC2012 --split val
+               python tools/eval.py --checkpoint best.pt --data data.yaml [--split val]
+               (or data.val.* of --config in any format; the split is scored as COCO ground truth,
+               VOC difficult objects as ignore regions)
 
 Prints the 12 COCO box stats (pycocotools' wording) and a per-class AP table; writes the
 metrics (--json-out), the COCO results file (--results-out) and a PNG of precision-recall
@@ -33,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", help="COCO results json to score (results mode)")
     parser.add_argument("--checkpoint", help="model checkpoint (.pt), exported .onnx or published weights by name (coco) (model mode)")
     parser.add_argument("--images", help="image folder of the annotations (model mode; default: data.val.images)")
+    parser.add_argument("--data", help="a VOC folder or a YOLO data.yaml to evaluate on (model mode; format detected)")
+    parser.add_argument("--format", choices=("coco", "voc", "yolo"), help="the format of --data (default: detected)")
+    parser.add_argument("--split", help="the split of --data: VOC ImageSets/Main/<split>.txt (default: every xml); "
+                        "YOLO train/val/test (default: val)")
     add_config_args(parser)
     add_runtime_args(parser)
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
@@ -73,9 +81,27 @@ def _plot_path(args: argparse.Namespace) -> Path | None:
     return None
 
 
-def predict_results(args: argparse.Namespace) -> tuple[list[dict], str]:
-    """Run the checkpoint on --images and return (COCO results, annotations path)."""
+def _val_split(args: argparse.Namespace, cfg):
+    """The dataset to score: --data (any format), --images/--annotations (COCO) or the config's data.val."""
+    from ssdlite.config import SplitConfig
+
+    if args.data:
+        from ssdlite.data.formats import detect_format
+
+        fmt, location = (args.format, args.data) if args.format else detect_format(args.data)
+        if fmt == "coco":
+            return SplitConfig(images=args.images, annotations=str(location))
+        return SplitConfig(format=fmt, root=str(location), split=args.split)
+    if args.images or args.annotations or cfg is None:
+        return SplitConfig(images=args.images, annotations=args.annotations)
+    return cfg.data.val
+
+
+def predict_results(args: argparse.Namespace) -> tuple[list[dict], object]:
+    """Run the checkpoint on the dataset and return (COCO results, ground truth: a json path or a COCO dict)."""
     import ssdlite
+    from ssdlite.data.convert import split_ground_truth
+    from ssdlite.data.formats import split_given
     from ssdlite.eval.predict import predict_coco
 
     cfg = None
@@ -83,10 +109,9 @@ def predict_results(args: argparse.Namespace) -> tuple[list[dict], str]:
         from ssdlite.apps.cli import config_from_args
 
         cfg = config_from_args(args)
-    images = args.images or (cfg.data.val.images if cfg else None)
-    annotations = args.annotations or (cfg.data.val.annotations if cfg else None)
-    if not images or not annotations:
-        raise ValueError("model mode needs --images and --annotations (or data.val.* in --config)")
+    split = _val_split(args, cfg)
+    if not split_given(split) or (split.format == "coco" and not split.images):
+        raise ValueError("model mode needs --images and --annotations, --data (VOC / YOLO), or data.val.* in --config")
     if args.threads:
         import torch
 
@@ -99,6 +124,8 @@ def predict_results(args: argparse.Namespace) -> tuple[list[dict], str]:
     if score_thresh is not None:
         kwargs["score_thresh"] = score_thresh
     detector = ssdlite.Detector.from_checkpoint(args.checkpoint, **kwargs)
+    names = detector.class_names if split.format != "coco" else None  # the label order of a VOC / YOLO ground truth
+    images, annotations = split_ground_truth(split, class_names=names)
     results = predict_coco(detector, images, annotations, batch_size=args.batch_size)
     return results, annotations
 

@@ -102,8 +102,14 @@ class PostprocessConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    images: str | None = None
-    annotations: str | None = None
+    # "coco": images + annotations; "voc": root (+ split, classes); "yolo": root = the data.yaml + split
+    format: str = "coco"
+    images: str | None = None  # coco: the folder the json's file_name entries are relative to
+    annotations: str | None = None  # coco: the instances json
+    root: str | None = None  # voc: the folder of Annotations/, JPEGImages/, ImageSets/; yolo: the data.yaml
+    # voc: ImageSets/Main/<split>.txt or a list file of ids (empty: every xml); yolo: train, val or test
+    split: str | None = None
+    classes: tuple[str, ...] = ()  # voc: class names in label order (empty: the names found, sorted)
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.classification": ("softmax", "focal"),
     "model.head": ("ssdlite", "ssd"),
     "data.augment": ("ssdlite", "ssd", "none"),
+    "data.train.format": ("coco", "voc", "yolo"),  # ssdlite.data.formats.FORMAT_NAMES (tests check they agree)
+    "data.val.format": ("coco", "voc", "yolo"),
     "train.optimizer": ("sgd", "adamw"),
 }
 
@@ -177,6 +185,8 @@ def check_values(cfg: Config) -> None:
             raise ConfigError(f"{key}={_get(cfg, key)!r} is out of range: must be {rule}")
 
     m, t, p, loss = cfg.model, cfg.train, cfg.postprocess, cfg.loss
+    for name in ("train", "val"):
+        _check_split(getattr(cfg.data, name), f"data.{name}")
     need(m.backbone.width_mult > 0, "model.backbone.width_mult", "> 0")
     need(m.num_classes >= 1, "model.num_classes", ">= 1")
     need(
@@ -224,6 +234,22 @@ def check_values(cfg: Config) -> None:
     need(t.clip_grad_norm >= 0, "train.clip_grad_norm", ">= 0 (0 means off)")
     need(t.eval_every >= 1, "train.eval_every", ">= 1")
     need(t.max_nonfinite >= 1, "train.max_nonfinite", ">= 1")
+
+
+# the keys each dataset format uses (the others must stay unset)
+_SPLIT_KEYS = {"coco": ("images", "annotations"), "voc": ("root", "split", "classes"), "yolo": ("root", "split")}
+
+
+def _check_split(split: SplitConfig, key: str) -> None:
+    """A split names its dataset with its format's keys only; YOLO splits are train, val or test."""
+    used = _SPLIT_KEYS[split.format]
+    for k in ("images", "annotations", "root", "split", "classes"):
+        if getattr(split, k) and k not in used:
+            raise ConfigError(f"{key}.{k} does not apply to {key}.format={split.format!r} (it uses {', '.join(used)})")
+    if split.format == "yolo" and split.root and split.split not in (None, "train", "val", "test"):
+        raise ConfigError(f"{key}.split={split.split!r} is not a YOLO split; choose one of ['train', 'val', 'test']")
+    if len(set(split.classes)) != len(split.classes):
+        raise ConfigError(f"{key}.classes={list(split.classes)!r} repeats a name")
 
 
 def _get(cfg: Any, dotted: str) -> Any:

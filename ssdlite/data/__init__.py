@@ -1,4 +1,9 @@
-"""COCO-format data: the dataset, augmentation presets, batching and the synthetic shapes set.
+"""Data: COCO / VOC / YOLO readers and conversion, the dataset, augmentation presets, batching and
+the synthetic shapes set.
+
+``read_split("voc", "VOCdevkit/VOC2012", split="val")`` (or ``"coco"``, ``"yolo"``) gives
+``(image folder, CocoIndex)``, which ``CocoDetection(image_folder, index)`` takes like a json;
+``convert_dataset(src, "yolo", dst)`` converts between the formats.
 
 ``CocoDetection(image_dir, annotation_json, transform=build_transforms(cfg, train=True))``
 gives ``(image (3, H, W) float32, target)`` samples; ``build_loader(dataset, ...)`` batches
@@ -15,6 +20,8 @@ from ssdlite._lazy import lazy_attributes
 
 _LAZY = {
     "CocoDetection": "ssdlite.data.coco",
+    "read_split": "ssdlite.data.formats",
+    "convert_dataset": "ssdlite.data.convert",
     "Problem": "ssdlite.data.problems",
     "load_image": "ssdlite.data.images",
     "build_loader": "ssdlite.data.loader",

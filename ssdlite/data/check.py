@@ -1,4 +1,4 @@
-"""Check a COCO-format dataset before training: every problem once, with where it is and what training does.
+"""Check a COCO, VOC or YOLO dataset before training: every problem once, with where it is and what training does.
 
 >>> report = check_dataset("data/train", "data/annotations/instances_train.json")
 >>> print(report.format_report())            # one line per problem, then the counts
@@ -22,10 +22,10 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from ssdlite.data.coco import CocoDetection
+from ssdlite.data.formats import read_split
 from ssdlite.data.problems import LOAD_PROBLEMS, PARSE_PROBLEMS, Problem
 
 __all__ = ["Report", "check_dataset", "PROBLEM_KINDS", "DATASET_PROBLEMS"]
@@ -43,6 +43,9 @@ _ACTION = {
     "invalid_boxes": "annotations dropped",
     "clamped_boxes": "boxes clamped to the image",
     "degenerate_boxes": "boxes dropped",
+    "malformed_annotations": "files or lines dropped",
+    "orphan_labels": "label files ignored",
+    "duplicate_file_names": "later images dropped",
     "missing_images": "samples skipped",
     "unreadable_images": "samples skipped",
     "size_mismatch": "decoded size used, boxes clamped",
@@ -97,8 +100,8 @@ class Report:
         lines += [str(p) for p in self.problems]
         if not self.decoded:
             lines.append(
-                "note: image files were opened, not decoded: truncated files, sizes that disagree with the json "
-                "and EXIF orientation were not checked (decode them with --decode)"
+                "note: image files were opened, not decoded (truncated JPEG / PNG files were found by their end "
+                "marker): sizes that disagree with the json and EXIF orientation were not checked (--decode)"
             )
         lines.append("summary: " + self.summary())
         return "\n".join(lines)
@@ -128,16 +131,21 @@ def _quiet(name: str = "ssdlite.data") -> Iterator[None]:
 
 
 def check_dataset(
-    images: str | os.PathLike,
+    images: str | os.PathLike | None,
     annotations: str | os.PathLike,
     decode: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    fmt: str = "coco",
+    split: str | None = None,
+    classes: Sequence[str] | None = None,
 ) -> Report:
-    """Every problem of a COCO-format dataset, as training (``CocoDetection``) sees it.
+    """Every problem of a COCO, VOC or YOLO dataset, as training (``CocoDetection``) sees it.
 
     Args:
-        images: the folder the json's ``file_name`` entries are relative to.
-        annotations: the COCO instances json.
+        images: COCO: the folder the json's ``file_name`` entries are relative to (else unused).
+        annotations: the COCO instances json, the VOC folder or the YOLO data.yaml.
+        fmt, split, classes: the format and, for VOC / YOLO, the split and the VOC class list
+            (see :func:`ssdlite.data.formats.read_split`).
         decode: decode every image (finds truncated files and size mismatches; as slow as one
             epoch of data loading) or only check that each file exists and starts like an image.
         progress: ``progress(done, total)`` after each image file.
@@ -146,12 +154,11 @@ def check_dataset(
         ValueError: the json cannot be parsed (the message gives line and column), or the image
             folder does not exist.
     """
-    images, annotations = Path(images), Path(annotations)
-    if not images.is_dir():
-        raise ValueError(f"image folder {images} does not exist" if not images.exists() else f"{images} is not a folder")
     with _quiet():
-        ds = CocoDetection(images, annotations, transform=None, keep_empty=True)
+        images, index = read_split(fmt, annotations, None if images is None else str(images), split, classes)
+        ds = CocoDetection(images, index, transform=None, keep_empty=True)
         ds.check_images(progress=progress, decode=decode)
+    annotations = index.source
     problems = ds.problems
     counts = ds.stats
     counts["no_images"] = counts["no_boxes"] = 0

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ssdlite.data.coco_index import CocoIndex, read_coco_index
-from ssdlite.data.images import _decode_bytes, _looks_decodable, _stored_orientation
+from ssdlite.data.images import _TAIL, _decode_bytes, _looks_decodable, _stored_orientation, _truncation, _truncation_of
 from ssdlite.data.problems import LOAD_PROBLEMS, PARSE_PROBLEMS, Problem
 
 __all__ = ["CocoDetection"]
@@ -47,7 +47,9 @@ class CocoDetection(Dataset):
 
     Args:
         image_dir: folder the json ``file_name`` entries are relative to.
-        annotation_json: COCO instances json (``images``, ``annotations``, ``categories``).
+        annotation_json: COCO instances json (``images``, ``annotations``, ``categories``), or an
+            index already read from any format (:func:`ssdlite.data.formats.read_split`: VOC, YOLO;
+            then ``keep_empty`` and ``category_ids`` were the reader's business).
         transform: ``transform(image, boxes, labels, iscrowd) -> (image (3, H, W) float32,
             boxes (G, 4), labels (G,), iscrowd (G,))`` with image ``(h, w, 3)`` uint8 RGB and
             boxes xyxy absolute pixels of the file (see :func:`ssdlite.data.build_transforms`).
@@ -73,7 +75,7 @@ class CocoDetection(Dataset):
     def __init__(
         self,
         image_dir: str | os.PathLike,
-        annotation_json: str | os.PathLike,
+        annotation_json: str | os.PathLike | CocoIndex,
         transform: Callable[..., tuple] | None = None,
         keep_empty: bool = True,
         category_ids: Sequence[int] | None = None,
@@ -81,14 +83,16 @@ class CocoDetection(Dataset):
         on_unreadable: str = "skip",
     ) -> None:
         self.image_dir = Path(image_dir)
-        self.annotation_json = Path(annotation_json)
+        given = annotation_json if isinstance(annotation_json, CocoIndex) else None
+        self.annotation_json = Path(given.source if given is not None else annotation_json)  # type: ignore[arg-type]
         self.transform = transform
         self.keep_empty = keep_empty
         self.min_box_size = float(min_box_size)
         if on_unreadable not in ("skip", "substitute"):
             raise ValueError(f"on_unreadable={on_unreadable!r} is not one of ['skip', 'substitute']")
         self.on_unreadable = on_unreadable
-        self._adopt(read_coco_index(self.annotation_json, category_ids, keep_empty, self.min_box_size))
+        self._adopt(given if given is not None else
+                    read_coco_index(self.annotation_json, category_ids, keep_empty, self.min_box_size))
 
         # Flags of faults found while loading files, shared with DataLoader workers.
         self._load_flags = torch.zeros(len(self), dtype=torch.uint8).share_memory_()
@@ -104,6 +108,7 @@ class CocoDetection(Dataset):
         self._name_blob, self._name_offsets = index.name_blob, index.name_offsets
         self._boxes, self._labels, self._crowd = index.boxes, index.labels, index.crowd
         self._box_offsets = index.box_offsets
+        self._normalized = index.normalized  # YOLO: boxes are fractions of the size found when the file is read
         self._counts = index.counts
         self._problems = index.problems
 
@@ -143,7 +148,8 @@ class CocoDetection(Dataset):
     def get_annotations(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boxes ``(G, 4)`` float32 xyxy pixels of the file (json size), labels ``(G,)`` int64, iscrowd ``(G,)`` bool.
 
-        No image is read; these are copies, safe to modify.
+        No image is read; these are copies, safe to modify. A YOLO index (``normalized``) gives the
+        boxes as fractions of the image size until the file is read (see :meth:`__getitem__`).
         """
         a, b = self._box_offsets[i], self._box_offsets[i + 1]
         return self._boxes[a:b].copy(), self._labels[a:b].copy(), self._crowd[a:b].copy()
@@ -168,9 +174,11 @@ class CocoDetection(Dataset):
         buf = self._read_file(i)
         if buf is None:
             return None
-        img = _decode_bytes(buf)
+        cut = _truncation_of(buf[:8].tobytes(), buf[-_TAIL:].tobytes())
+        img = _decode_bytes(buf) if cut is None else None
         if img is None:
-            self._flag(i, "unreadable_images", "cannot decode the file: empty, truncated or not an image (sample skipped)")
+            self._flag(i, "unreadable_images", f"{cut} (sample skipped)" if cut else
+                       "cannot decode the file: empty, truncated or not an image (sample skipped)")
             return None
         jh, jw = self.image_size(i)
         raw = _stored_orientation(buf, img, (jh, jw))
@@ -219,6 +227,8 @@ class CocoDetection(Dataset):
     def _sample(self, i: int, image: np.ndarray) -> tuple[torch.Tensor, dict[str, Any]]:
         h, w = image.shape[:2]
         boxes, labels, crowd = self.get_annotations(i)
+        if self._normalized:
+            boxes *= np.array([w, h, w, h], dtype=np.float32)
         jh, jw = self.image_size(i)
         if (jh, jw) != (h, w):
             if jh > 0:
@@ -253,9 +263,9 @@ class CocoDetection(Dataset):
         """Check every image file once (no transform) and return the load problems found.
 
         ``decode=True`` decodes each file as training would (finds every load problem);
-        ``decode=False`` only opens each file and checks that it starts like an image OpenCV
-        reads (finds missing, empty and non-image files; not truncated ones or size
-        mismatches). For a data check before training; the faults also enter :attr:`stats`.
+        ``decode=False`` only opens each file, checks that it starts like an image OpenCV
+        reads and that a JPEG / PNG ends with its end marker (finds missing, empty, non-image
+        and truncated files; not size mismatches). For a data check before training; the faults also enter :attr:`stats`.
         """
         for i in range(len(self)):
             if decode:
@@ -280,6 +290,8 @@ class CocoDetection(Dataset):
         try:
             if not _looks_decodable(path):
                 self._flag(i, "unreadable_images", "empty or not an image format OpenCV reads (sample skipped)")
+            elif (cut := _truncation(path)) is not None:
+                self._flag(i, "unreadable_images", f"{cut} (sample skipped)")
         except FileNotFoundError:
             self._flag(i, "missing_images", "image file not found (sample skipped)")
         except OSError as e:
@@ -317,7 +329,7 @@ class CocoDetection(Dataset):
 
     def __repr__(self) -> str:
         return (f"CocoDetection({len(self)} images, {self._counts['boxes']} boxes, {self.num_classes} classes, "
-                f"json={self.annotation_json})")
+                f"from={self.annotation_json})")
 
 
 def _clamp(boxes: np.ndarray, labels: np.ndarray, crowd: np.ndarray, h: int, w: int, min_size: float):

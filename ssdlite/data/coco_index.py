@@ -51,6 +51,10 @@ class CocoIndex(NamedTuple):
     box_offsets: np.ndarray  # (N + 1,) int64
     counts: dict[str, int]  # images, images_kept, images_empty, images_dropped_empty, annotations, boxes, crowd_boxes
     problems: list[Problem]  # the json's faults (kinds of PARSE_PROBLEMS), in the order found
+    # VOC truncated (bit 0) / occluded (bit 1) per box; None when the format has no such attributes
+    attributes: np.ndarray | None = None  # (M,) uint8
+    normalized: bool = False  # boxes in [0, 1] of the image size (YOLO: sizes unknown until the file is read)
+    source: str = ""  # what was read (the json, the VOC folder + split, the data.yaml + split), for messages
 
 
 def read_coco_index(
@@ -91,7 +95,7 @@ class _AnnotationCollector:
     """
 
     def __init__(self) -> None:
-        self.ids = array.array("q")  # per annotation: id, image_id, category_id, iscrowd
+        self.ids = array.array("q")  # per annotation: id, image_id, category_id, iscrowd | attribute bits << 1
         self.xywh = array.array("d")
         self.invalid: list[tuple[int, str]] = []  # (annotation index, reason)
 
@@ -104,10 +108,13 @@ class _AnnotationCollector:
         ids = (d.get("id"), d["image_id"], d.get("category_id"))
         if not (type(ids[0]) is int and type(ids[1]) is int and type(ids[2]) is int):
             ids = tuple(_as_int(v) for v in ids)
-        crowd = d.get("iscrowd", 0)
+        crowd = 1 if d.get("iscrowd", 0) == 1 else 0
+        attrs = d.get("attributes")  # CVAT / convert-data: VOC's truncated / occluded, kept in bits 1 and 2
+        if type(attrs) is dict:
+            crowd |= (2 if attrs.get("truncated") is True else 0) | (4 if attrs.get("occluded") is True else 0)
         n_ids, n_xywh = len(self.ids), len(self.xywh)
         try:
-            self.ids.extend((*ids, 1 if crowd == 1 else 0))
+            self.ids.extend((*ids, crowd))
             if type(box) is list and len(box) == 4:
                 x, y, w, h = box
                 if type(x) in _NUMBER and type(y) in _NUMBER and type(w) in _NUMBER and type(h) in _NUMBER:
@@ -115,7 +122,7 @@ class _AnnotationCollector:
                     return None
         except OverflowError:  # an integer beyond int64 / float range: undo the partial row
             del self.ids[n_ids:], self.xywh[n_xywh:]
-            self.ids.extend((*(_as_int(v) for v in ids), 1 if crowd == 1 else 0))
+            self.ids.extend((*(_as_int(v) for v in ids), crowd))
         self.xywh.extend(_NAN4)
         self.invalid.append((n_ids // 4, f"bbox {_short(box)} is not [x, y, width, height] numbers"))
         return None
@@ -254,7 +261,8 @@ class _IndexBuilder:
         self.counts["annotations"] = n_ann
         rows = np.frombuffer(col.ids, dtype=np.int64).reshape(-1, 4) if n_ann else np.zeros((0, 4), np.int64)
         xywh = np.frombuffer(col.xywh, dtype=np.float64).reshape(-1, 4) if n_ann else np.zeros((0, 4))
-        ann = {"id": rows[:, 0], "image_id": rows[:, 1], "category_id": rows[:, 2], "crowd": rows[:, 3].astype(bool), "xywh": xywh}
+        ann = {"id": rows[:, 0], "image_id": rows[:, 1], "category_id": rows[:, 2], "crowd": (rows[:, 3] & 1).astype(bool),
+               "attributes": (rows[:, 3] >> 1).astype(np.uint8), "xywh": xywh}
         ann["image_index"] = _lookup(img["ids"], ann["image_id"])
         ann["label"] = _lookup(np.asarray(self.category_ids, dtype=np.int64), ann["category_id"])
         keep, xyxy = self._check_annotations(ann, img, dict(col.invalid))
@@ -333,6 +341,8 @@ class _IndexBuilder:
             box_offsets=np.concatenate([[0], np.cumsum(n_boxes)]).astype(np.int64),
             counts=c,
             problems=self.problems,
+            attributes=ann["attributes"][k_idx],
+            source=str(self.src),
         )
 
     def _problem(self, kind: str, ann_id: int | None, image_id: int | None, file: str | None, detail: str) -> None:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-__all__ = ["load_image", "ResizeGeometry", "resize_geometry", "resize_image"]
+__all__ = ["load_image", "read_image_size", "ResizeGeometry", "resize_geometry", "resize_image"]
 
 # ----------------------------------------------------------------------------- reading
 
@@ -56,6 +56,51 @@ def _looks_decodable(path: str | os.PathLike) -> bool:
         if not f.read(1):
             return False
     return bool(cv2.haveImageReader(str(path)))
+
+
+def _truncation(path: str | os.PathLike) -> str | None:
+    """Why a JPEG or PNG file is cut short, found without decoding it (None when it ends as it should).
+
+    A JPEG must end with its end-of-image marker ``FF D9`` and a PNG with its ``IEND`` chunk (what
+    Ultralytics checks); a few bytes after the marker are allowed (some cameras append padding).
+    """
+    with open(path, "rb") as f:
+        head = f.read(8)
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - _TAIL))
+        tail = f.read()
+    return _truncation_of(head, tail)
+
+
+_TAIL = 4096  # bytes at the end of a file searched for its end marker
+
+
+def _truncation_of(head: bytes, tail: bytes) -> str | None:
+    if head[:2] == b"\xff\xd8" and b"\xff\xd9" not in tail:
+        return "truncated JPEG: no end-of-image marker (FF D9) at its end"
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in tail:
+        return "truncated PNG: no IEND chunk at its end"
+    return None
+
+
+def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(h, w)`` of an image file as :func:`load_image` returns it (EXIF rotation applied), read from
+    its header only. Raises ``ValueError`` naming the file when it cannot be read."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
+                w, h = h, w
+        return int(h), int(w)
+    except ImportError:  # no Pillow: decode the file
+        return load_image(path).shape[:2]  # type: ignore[return-value]
+    except FileNotFoundError:
+        raise ValueError(f"image file not found: {path}") from None
+    except Exception as e:  # Pillow raises many kinds for a file it cannot read
+        raise ValueError(f"cannot read the size of image file {path}: {e}") from None
 
 
 def _stored_orientation(buf: np.ndarray, img: np.ndarray, size: tuple[int, int]) -> np.ndarray | None:

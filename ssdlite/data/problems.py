@@ -15,6 +15,11 @@ the counts:
 ``invalid_boxes``         ``bbox`` missing, not 4 numbers, NaN or infinite (dropped)
 ``clamped_boxes``         box more than 1 px outside the image (clamped, kept)
 ``degenerate_boxes``      width or height <= 1 px after clamping (dropped)
+``malformed_annotations`` a VOC xml that does not parse or lacks its fields, a YOLO label line
+                          without 5 numbers (the file's image, or the line, dropped)
+``orphan_labels``         a YOLO label file with no image of its name (ignored)
+``duplicate_file_names``  a second image of the same file name in another folder (dropped:
+                          converted datasets name images by file name)
 ``missing_images``        image file absent (sample skipped, found at load time)
 ``unreadable_images``     file not decodable: truncated, not an image, ... (skipped at load)
 ``size_mismatch``         decoded size differs from the json (decoded wins, boxes re-clamped)
@@ -22,8 +27,8 @@ the counts:
                           boxes were drawn on the stored pixels, so the rotation is ignored
 ========================  =============================================================
 
-The first eight (:data:`PARSE_PROBLEMS`) are found while the json is parsed
-(:mod:`ssdlite.data.coco_index`). The last four (:data:`LOAD_PROBLEMS`) are found while loading
+The first eleven (:data:`PARSE_PROBLEMS`) are found while the annotations are parsed
+(:mod:`ssdlite.data.coco_index`, :mod:`ssdlite.data.voc`, :mod:`ssdlite.data.yolo`). The last four (:data:`LOAD_PROBLEMS`) are found while loading
 samples (:mod:`ssdlite.data.coco`); the flags live in shared memory so the counts seen by the
 main process include what every DataLoader worker found.
 """
@@ -44,6 +49,9 @@ PARSE_PROBLEMS = (
     "invalid_boxes",
     "clamped_boxes",
     "degenerate_boxes",
+    "malformed_annotations",
+    "orphan_labels",
+    "duplicate_file_names",
 )
 LOAD_PROBLEMS = ("missing_images", "unreadable_images", "size_mismatch", "exif_orientation")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ssdlite.data.names import category_ids_of
 
@@ -23,8 +23,10 @@ def _size_of(im: dict) -> tuple[int, int] | None:
     return (h, w) if h > 0 and w > 0 else None
 
 
-def _image_index(annotations: str | Path) -> list[tuple[int, str, tuple[int, int] | None]]:
-    """(image id, file name, json (height, width) or None) of every image in a COCO json, in file order."""
+def _image_index(annotations: str | Path | Mapping[str, Any]) -> list[tuple[int, str, tuple[int, int] | None]]:
+    """(image id, file name, json (height, width) or None) of every image in a COCO json or dict, in file order."""
+    if isinstance(annotations, Mapping):  # an in-memory ground truth (a VOC / YOLO split converted)
+        return [(int(im["id"]), str(im["file_name"]), _size_of(im)) for im in annotations["images"]]
     path = Path(annotations)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -45,7 +47,7 @@ def _image_index(annotations: str | Path) -> list[tuple[int, str, tuple[int, int
 def predict_coco(
     detector: Any,
     images_dir: str | Path,
-    annotations: str | Path,
+    annotations: str | Path | Mapping[str, Any],
     batch_size: int = 8,
     progress: bool = True,
     shard: tuple[int, int] = (0, 1),
@@ -98,7 +100,7 @@ def predict_coco(
 def evaluate_detector(
     detector: Any,
     images_dir: str | Path,
-    annotations: str | Path,
+    annotations: str | Path | Mapping[str, Any],
     batch_size: int = 8,
     evaluator: str = "faster",
     progress: bool = True,
@@ -122,4 +124,5 @@ def evaluate_detector(
         from ssdlite.files import atomic_write
 
         atomic_write(results_out, lambda f: f.write(json.dumps(results).encode()))
-    return evaluate_coco(str(annotations), results, evaluator=evaluator, metrics=metrics)
+    return evaluate_coco(annotations if isinstance(annotations, Mapping) else str(annotations), results, evaluator=evaluator,
+                         metrics=metrics)

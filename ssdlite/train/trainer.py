@@ -76,20 +76,20 @@ class Trainer:
     def _load_train_set(cfg: Config) -> Any:
         """The training split, with augmentation; an error when it has nothing to learn from."""
         from ssdlite.data import CocoDetection, build_transforms
+        from ssdlite.data.formats import describe_split, open_split
 
-        if not (cfg.data.train.images and cfg.data.train.annotations):
-            raise ValueError("data.train.images and data.train.annotations must be set (in the config or with --set)")
+        split = cfg.data.train
+        image_dir, index = open_split(split, cfg.data.keep_empty, category_ids=list(cfg.model.category_ids) or None)
         train_set = CocoDetection(
-            cfg.data.train.images,
-            cfg.data.train.annotations,
+            image_dir,
+            index,
             transform=build_transforms(cfg, train=True),
             keep_empty=cfg.data.keep_empty,
             on_unreadable="substitute",  # a bad file is replaced by another sample (counted), batches keep their size
-            category_ids=list(cfg.model.category_ids) or None,
         )
         if not train_set.stats.get("boxes", 0):
             raise ValueError(
-                f"{cfg.data.train.annotations} has no usable boxes in {cfg.data.train.images}: nothing to learn "
+                f"{describe_split(split)} has no usable boxes in {image_dir}: nothing to learn "
                 "(run `ssdlite check-data` for the details)"
             )
         return train_set
@@ -158,6 +158,7 @@ class Trainer:
         self.history: list[dict] = []
         self._stop_signal: str | None = None
         self.last_eval = None  # the EvalResult of the latest evaluation (ssdlite.eval.coco), None before the first
+        self._val_gt: tuple | None = None  # (image folder, COCO json path or dict) of the val split, made on first use
 
     # ------------------------------------------------------------------ set-up helpers
 
@@ -167,7 +168,7 @@ class Trainer:
         n = len(dataset.category_ids)
         if n != cfg.model.num_classes:
             raise ValueError(
-                f"model.num_classes={cfg.model.num_classes} but {cfg.data.train.annotations} has {n} categories; "
+                f"model.num_classes={cfg.model.num_classes} but {dataset.annotation_json} has {n} categories; "
                 f"set --set model.num_classes={n}"
             )
         names = tuple(cfg.model.class_names) or tuple(dataset.class_names)
@@ -182,7 +183,7 @@ class Trainer:
             return
         self._reported = stats
         msg = ", ".join(f"{k}={v}" for k, v in sorted(stats.items())) or "no problems found"
-        log.info("training data %s: %d images; %s", self.cfg.data.train.annotations, len(ds), msg)
+        log.info("training data %s: %d images; %s", getattr(ds, "annotation_json", ""), len(ds), msg)
         print(f"data: {len(ds)} training images; {msg}", flush=True)
 
     # ------------------------------------------------------------------ checkpoints
@@ -222,12 +223,12 @@ class Trainer:
                     self.epoch += 1
                     self.epoch_step = 0
                     row = {"epoch": self.epoch, "step": self.step, **self._last_train}
-                    if self.cfg.data.val.annotations and (self.epoch % t.eval_every == 0 or self.epoch == t.epochs):
+                    if self._has_val and (self.epoch % t.eval_every == 0 or self.epoch == t.epochs):
                         row.update(self._evaluate())
                     self._finish_epoch(row)
             if stopped == "time budget":
                 row = {"epoch": self.epoch, "step": self.step, **self._last_train}
-                if self.cfg.data.val.annotations:
+                if self._has_val:
                     row.update(self._evaluate())
                 self._finish_epoch(row, partial=True)
             elif stopped == "SIGTERM":
@@ -356,6 +357,10 @@ class Trainer:
         if self.progress and self.step % 20 == 0:
             self.logger.scalars({"train/loss": loss, "train/lr": lr}, self.step)
 
+    @property
+    def _has_val(self) -> bool:
+        return bool(self.cfg.data.val.annotations or self.cfg.data.val.root)  # formats.split_given
+
     def detector(self):
         """A :class:`~ssdlite.deploy.detector.Detector` on the current weights (the EMA when on)."""
         from ssdlite.deploy.detector import Detector
@@ -371,10 +376,13 @@ class Trainer:
             dist.broadcast_buffers(self.model)
             if self.ema:
                 dist.broadcast_buffers(self.ema.module)
+        if self._val_gt is None:  # a VOC / YOLO val split becomes a COCO ground truth once
+            from ssdlite.data.convert import split_ground_truth
+
+            self._val_gt = split_ground_truth(self.cfg.data.val, class_names=self.cfg.model.class_names)
         result = evaluate_detector(
             self.detector(),
-            self.cfg.data.val.images,
-            self.cfg.data.val.annotations,
+            *self._val_gt,
             batch_size=max(1, self.cfg.train.batch_size),
             progress=self.progress,
             distributed=self.distributed,

@@ -323,14 +323,16 @@ def test_check_data_cli_lists_every_problem_once(faulty_dataset: FaultyDataset, 
     assert data["ok"] is False and data["counts"] == report.counts and len(data["problems"]) == len(report.problems)
 
 
-@pytest.mark.fault("check-data CLI without --decode", "finds missing and non-image files without decoding; says what it skipped")
+@pytest.mark.fault("check-data CLI without --decode", "finds missing, non-image and truncated files without decoding; says what it skipped")
 def test_check_data_without_decode(faulty_dataset: FaultyDataset, capsys) -> None:
     code = run_tool("check_data", ["--images", faulty_dataset.images, "--annotations", faulty_dataset.annotations, "--no-progress"])
     assert code == 1
     text = capsys.readouterr().out
     assert re.search(r"missing_images: image 8, .*missing\.jpg", text)
     assert re.search(r"unreadable_images: image 10, .*text\.jpg", text)
-    assert "truncated.jpg" not in text and "size_mismatch" not in text  # needs decoding: said so
+    # a truncated JPEG lacks its end-of-image marker: found without decoding; a size mismatch needs decoding
+    assert re.search(r"unreadable_images: image 9, .*truncated\.jpg: truncated JPEG: no end-of-image marker", text)
+    assert "size_mismatch" not in text
     assert "--decode" in text
 
 
@@ -463,7 +465,7 @@ def test_missing_image_folder(tmp_path, capsys) -> None:
     write_config(tmp_path / "c.yaml", tiny_config(wrong, j, 2))
     code = run_tool("train", ["--config", tmp_path / "c.yaml", "--output", tmp_path / "run", "--no-progress"])
     err = capsys.readouterr().err
-    assert code == 2 and f"no readable image in {wrong}" in err and "check-data" in err
+    assert code == 2 and f"image folder {wrong} does not exist" in err
 
 
 @pytest.mark.fault("every image file unreadable", "check-data lists each file; training stops with one clear error (not a conv2d crash)")

@@ -17,6 +17,8 @@ repeats, and prints the median images/s and the ratio (target: ours >= 1.5x).
 ``--coco-scale`` instead runs the COCO-scale index memory benchmark
 (:mod:`ssdlite.apps.bench.data_memory`): load time and peak memory of the main process and its
 DataLoader workers with a train2017-sized json, ours beside pycocotools' ``COCO`` object.
+``--formats`` times reading the same boxes as COCO json, VOC xml and YOLO labels
+(:mod:`ssdlite.apps.bench.data_formats`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ssdlite.apps.bench import data_memory
+from ssdlite.apps.bench import data_formats, data_memory
 from ssdlite.apps.bench.machine import cpu_description
 
 TARGET_RATIO = 1.5
@@ -45,11 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=320, help="network input side (default: 320)")
     parser.add_argument("--json-out", default=None, help="write the numbers as JSON here")
     data_memory.add_arguments(parser)
+    data_formats.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.coco_scale:
         return data_memory.run_coco_scale(args)
+    if args.formats:
+        return data_formats.run_formats(args)
     return _run_throughput(args)
 
 
