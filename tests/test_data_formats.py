@@ -280,3 +280,15 @@ def test_index_cache_is_used_and_invalidated(voc_dir: Path, yolo_yaml: Path) -> 
                         if edit.suffix == ".xml" else "0 0.5 0.5 0.2 0.2\n")
         _, changed = read()
         assert changed.counts["boxes"] != cached.counts["boxes"]
+
+
+def test_eval_ground_truth_refuses_a_model_of_other_classes(voc_dir: Path) -> None:
+    """A model whose class names match none of the split's objects would score nothing (AP -1 everywhere): an error."""
+    from ssdlite.config import from_dict
+    from ssdlite.data.convert import split_ground_truth
+
+    split = from_dict({"data": {"val": {"format": "voc", "root": str(voc_dir), "split": "val"}}}).data.val
+    _, gt = split_ground_truth(split, class_names=["cat", "dog"])
+    assert len(gt["annotations"]) == 2  # d's cat and e's dog (d's horse is not a class)
+    with pytest.raises(ValueError, match=r"none of its objects is of the model's classes \(class_0, class_1\).*'horse'"):
+        split_ground_truth(split, class_names=["class_0", "class_1"])

@@ -122,4 +122,9 @@ def split_ground_truth(split: Any, class_names: Sequence[str] | None = None, ski
     image_dir, index = open_split(split, keep_empty=True, class_names=class_names, default_split="val")
     if class_names and list(index.class_names) != list(class_names):
         raise ValueError(f"{index.source} has the classes {index.class_names}, the model {list(class_names)}")
+    unknown = [p for p in index.problems if p.kind == "unknown_category"]
+    if class_names and unknown and not index.counts.get("boxes", 0):  # nothing could be scored: an error, not AP -1
+        shown = ", ".join(list(class_names)[:4]) + (", ..." if len(class_names) > 4 else "")
+        raise ValueError(f"{index.source}: none of its objects is of the model's classes ({shown}): {unknown[0]}; "
+                         "score a model trained on this dataset's classes")
     return image_dir, coco_dict(index, image_dir, skipped if skipped is not None else [])
