@@ -292,3 +292,13 @@ def test_eval_ground_truth_refuses_a_model_of_other_classes(voc_dir: Path) -> No
     assert len(gt["annotations"]) == 2  # d's cat and e's dog (d's horse is not a class)
     with pytest.raises(ValueError, match=r"none of its objects is of the model's classes \(class_0, class_1\).*'horse'"):
         split_ground_truth(split, class_names=["class_0", "class_1"])
+
+
+def test_voc_difficult_objects_reach_the_ground_truth_as_difficult_ignore_regions(voc_dir: Path) -> None:
+    from ssdlite.config import from_dict
+    from ssdlite.data.convert import split_ground_truth
+
+    split = from_dict({"data": {"val": {"format": "voc", "root": str(voc_dir), "split": "train"}}}).data.val
+    _, gt = split_ground_truth(split, class_names=["cat", "dog"])
+    flags = [(a["iscrowd"], a.get("difficult", 0)) for a in gt["annotations"]]
+    assert flags.count((1, 1)) == 1 and all(f in ((0, 0), (1, 1)) for f in flags)  # a's dog: COCO ignore, VOC difficult

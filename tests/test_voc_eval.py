@@ -219,7 +219,7 @@ def reference_ap(objects: list, detections: list, category: int, metric: str, th
     objects: (image, category, (x1, y1, x2, y2), difficult, crowd); detections: (image,
     category, (x1, y1, x2, y2), score). ``pixel`` = 1 is the devkit's inclusive-corner +1.
     """
-    mine = [{"image": o[0], "box": o[2], "difficult": o[3], "crowd": o[4], "taken": False}
+    mine = [{"image": o[0], "box": o[2], "difficult": o[3], "crowd": o[4] and not o[3], "taken": False}  # difficult wins
             for o in objects if o[1] == category]
     npos = sum(1 for o in mine if not o["difficult"] and not o["crowd"])
     if npos == 0:
@@ -370,3 +370,20 @@ def test_eval_tool_metric_flag(tmp_path, capsys):
     assert not (tmp_path / "v_pr.png").exists()
     assert run(eval_tool.main, eval_tool.build_parser(), common + ["--metric", "voc", "--plot", "p.png"]) == 2
     assert "add --metric coco" in capsys.readouterr().err
+
+
+def test_a_voc_split_s_difficult_objects_follow_the_devkit_not_the_crowd_rule():
+    """A VOC split's difficult object is an ignore region (iscrowd 1) for COCO and "difficult" for VOC:
+    a small detection inside it is an FP by the devkit's IoU rule (a crowd would swallow it)."""
+    from ssdlite.eval.voc import evaluate_voc
+
+    gt = {"images": [{"id": 1, "width": 200, "height": 200}], "categories": [{"id": 1, "name": "a"}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 100, 100], "area": 10000, "iscrowd": 1,
+                           "difficult": 1},
+                          {"id": 2, "image_id": 1, "category_id": 1, "bbox": [120, 120, 50, 50], "area": 2500, "iscrowd": 0}]}
+    dets = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40], "score": 0.9},  # inside the difficult one, IoU 0.16
+            {"image_id": 1, "category_id": 1, "bbox": [120, 120, 50, 50], "score": 0.8}]
+    # devkit: FP (0.9) then TP (0.8): precision at recall 1 is 1/2, AP 0.5; as a crowd the FP would be ignored (AP 1)
+    assert evaluate_voc(gt, dets, "voc").per_class["a"] == pytest.approx(0.5)
+    crowd = {**gt, "annotations": [{**gt["annotations"][0], "difficult": 0}, gt["annotations"][1]]}
+    assert evaluate_voc(crowd, dets, "voc").per_class["a"] == pytest.approx(1.0)

@@ -82,6 +82,8 @@ def coco_dict(index: CocoIndex, image_dir: Path, skipped: list[str] | None = Non
                    "iscrowd": int(index.crowd[k]), "segmentation": []}
             if attrs is not None:
                 ann["attributes"] = {"truncated": bool(attrs[k] & TRUNCATED), "occluded": bool(attrs[k] & OCCLUDED)}
+                if index.crowd[k]:  # a VOC difficult object: the VOC metrics score it as the devkit does, not as a crowd
+                    ann["difficult"] = 1
             annotations.append(ann)
     categories = [{"id": int(c), "name": n} for c, n in zip(index.category_ids, index.class_names)]
     return {"images": images, "annotations": annotations, "categories": categories}

@@ -23,7 +23,9 @@ devkit's ``VOCevaldet.m`` (where the common NumPy ports differ, it is said):
    Matched to another object: TP if that object is not taken yet, else FP (a duplicate, even
    if a second object would also have matched). Unmatched: FP, unless it lies in a crowd region
    (``iscrowd``, COCO's way: intersection over the detection's area >= ``iou_threshold``;
-   VOC data has none), then neither. Difficult and crowd objects are not positives.
+   VOC data has none), then neither. Difficult and crowd objects are not positives. An object
+   flagged both ``difficult`` and ``iscrowd`` (a VOC split read as COCO ground truth: an ignore
+   region for the COCO metrics) is difficult here, as the devkit scores it.
 4. Boxes are COCO's continuous pixel coordinates ``[x, y, w, h]``: IoU = intersection / union
    without the devkit's ``+1`` (which counts the pixels of integer, inclusive corners). The two
    agree exactly when VOC corners are read as ``x = xmin - 1, w = xmax - xmin + 1`` (the
@@ -160,7 +162,9 @@ def _objects(gt: Mapping[str, Any], images: dict, cats: dict) -> tuple[_Boxes, n
     xywh = _as_xywh([a["bbox"] for a in anns], "ground-truth annotation")
     img = np.array([images[a["image_id"]] for a in anns], dtype=np.int64)
     cat = np.array([cats[a["category_id"]] for a in anns], dtype=np.int64)
-    kind = np.array([_CROWD if a.get("iscrowd") else _DIFFICULT if a.get("difficult") or a.get("ignore")
+    # VOC's "difficult" wins over iscrowd (a VOC split's difficult objects are COCO ignore regions too);
+    # "ignore" only without iscrowd (pycocotools writes ignore = iscrowd into the dicts it scores)
+    kind = np.array([_DIFFICULT if a.get("difficult") else _CROWD if a.get("iscrowd") else _DIFFICULT if a.get("ignore")
                      else _REGULAR for a in anns], dtype=np.int8)
     return _Boxes(cat * len(images) + img, cat, _xyxy(xywh)), kind
 
