@@ -89,3 +89,21 @@ def plot_history(history: list[dict], out_dir: str | Path) -> list[Path]:
         plt.close(fig)
         written.append(out / name)
     return written
+
+
+def epoch_bar(enabled: bool, total: int, done: int, epoch: int, epochs: int) -> Any:
+    """A tqdm bar over one epoch's steps (None when progress display is off)."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, desc=f"epoch {epoch + 1}/{epochs}", unit="it", dynamic_ncols=True)
+
+
+def show_step(bar: Any, losses: dict | None, lr: float, rate: float) -> float:
+    """Advance ``bar`` by one step with its loss, learning rate and images/s; returns the loss (NaN for a skipped step)."""
+    loss = float(losses["loss"].detach()) if losses is not None else float("nan")
+    if bar is not None:
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.4g}", ips=f"{rate:.1f}")
+        bar.update(1)
+    return loss

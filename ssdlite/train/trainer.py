@@ -22,7 +22,7 @@ import torch
 from ssdlite.model.checkpoint import save_checkpoint
 from ssdlite.config import Config
 from ssdlite import distributed as dist
-from ssdlite.train.logger import MetricsLogger
+from ssdlite.train.logger import MetricsLogger, epoch_bar, show_step
 from ssdlite.train.optim import ModelEMA, build_optimizer, build_scheduler, set_time_progress
 from ssdlite.train.sampler import ResumableSampler
 from ssdlite.train.resume import restore_training_state, training_state
@@ -263,7 +263,7 @@ class Trainer:
         sums = {"loss": 0.0, "bbox_regression": 0.0, "classification": 0.0}
         n_ok, seen, t0 = 0, 0, time.monotonic()
         self._consecutive = 0
-        bar = self._progress_bar()
+        bar = epoch_bar(self.progress, self.steps_per_epoch, self.epoch_step, self.epoch, self.cfg.train.epochs)
         try:
             for images, targets in self.loader:
                 if self.epoch_step >= self.steps_per_epoch:
@@ -282,7 +282,10 @@ class Trainer:
                 self.step += 1
                 self.epoch_step += 1
                 seen += images.shape[0] * self.world
-                self._show_progress(bar, losses, seen / max(1e-9, time.monotonic() - t0))
+                lr = self.scheduler.get_last_lr()[0]
+                loss = show_step(bar, losses, lr, seen / max(1e-9, time.monotonic() - t0))
+                if self.progress and self.step % 20 == 0:
+                    self.logger.scalars({"train/loss": loss, "train/lr": lr}, self.step)
                 if signal:
                     return "SIGTERM"
                 if t.time_budget_s > 0 and elapsed >= t.time_budget_s:
@@ -339,23 +342,6 @@ class Trainer:
                 "train.warmup_epochs, or set train.clip_grad_norm), or the data has broken boxes "
                 "(run `ssdlite check-data`). No checkpoint with NaN weights was written."
             )
-
-    def _progress_bar(self) -> Any:
-        if not self.progress:
-            return None
-        from tqdm import tqdm
-
-        t = self.cfg.train
-        return tqdm(total=self.steps_per_epoch, initial=self.epoch_step, desc=f"epoch {self.epoch + 1}/{t.epochs}", unit="it", dynamic_ncols=True)
-
-    def _show_progress(self, bar: Any, losses: dict | None, rate: float) -> None:
-        lr = self.scheduler.get_last_lr()[0]
-        loss = float(losses["loss"].detach()) if losses is not None else float("nan")
-        if bar is not None:
-            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.4g}", ips=f"{rate:.1f}")
-            bar.update(1)
-        if self.progress and self.step % 20 == 0:
-            self.logger.scalars({"train/loss": loss, "train/lr": lr}, self.step)
 
     @property
     def _has_val(self) -> bool:
