@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ssdlite.deploy.backends import backend_names
+
 
 def build_parser() -> argparse.ArgumentParser:
     from ssdlite.apps.cli import add_runtime_args
@@ -22,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, help="0 | /dev/video1 | file.mp4 | rtsp://... | DIR | image.jpg")
     parser.add_argument("--checkpoint", required=True, help="an ssdlite .pt checkpoint, an exported .onnx, or published weights by name (coco; see `ssdlite weights`)")
-    parser.add_argument("--backend", choices=["torch", "onnxruntime"], default=None, help="default: onnxruntime for .onnx, torch otherwise")
+    parser.add_argument("--backend", choices=backend_names(), default=None, help="default: the one that runs the file (onnxruntime for .onnx, torch for .pt)")
     parser.add_argument("--score", type=float, default=0.3, help="score threshold (default: 0.3)")
     parser.add_argument("--nms", type=float, default=None, help="NMS IoU threshold (default: the model's)")
     parser.add_argument("--classes", default=None, help="keep only these classes, e.g. person,car (names or 0-based indices)")

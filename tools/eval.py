@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from ssdlite.apps.cli import add_config_args, add_runtime_args
+from ssdlite.deploy.backends import backend_names, default_backend
 
 METRICS = ("coco", "voc07", "voc")  # = ssdlite.eval.coco.METRICS (not imported: --help stays fast)
 
@@ -43,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "YOLO train/val/test (default: val)")
     add_config_args(parser)
     add_runtime_args(parser)
-    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
-                        help="inference back end (default: onnxruntime for .onnx, else torch)")
+    parser.add_argument("--backend", choices=backend_names(), default=None,
+                        help="inference back end (default: the one that runs the file: onnxruntime for .onnx, else torch)")
     parser.add_argument("--score-thresh", type=float, default=None,
                         help="detection score threshold (default: the config's postprocess.score_thresh)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
@@ -116,7 +117,7 @@ def predict_results(args: argparse.Namespace) -> tuple[list[dict], object]:
         import torch
 
         torch.set_num_threads(args.threads)
-    backend = args.backend or ("onnxruntime" if str(args.checkpoint).endswith(".onnx") else "torch")
+    backend = args.backend or default_backend(args.checkpoint)
     kwargs: dict = {"backend": backend, "device": args.device, "overrides": list(getattr(args, "overrides", []) or []),
                     "weights_dir": args.weights_dir}
     score_thresh = args.score_thresh if args.score_thresh is not None else (

@@ -63,13 +63,15 @@ def config_from_args(args: argparse.Namespace):
 
 def run(main: Callable[[argparse.Namespace], int | None], parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, call ``main`` and turn library errors into one line on stderr."""
+    from ssdlite.deploy.backends import MissingExtra
+
     args = parser.parse_args(argv)
     try:
         return int(main(args) or 0)
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError, MissingExtra) as e:
         if getattr(args, "debug", False):
             raise
         print(f"{parser.prog}: error: {e}", file=sys.stderr)

@@ -213,7 +213,7 @@ class Detector:
             self.backend = "torch"
         else:
             self.backend = getattr(runner, "name", "custom")
-            if self.backend == "onnxruntime":
+            if self.backend != "torch":
                 # the postprocess is tiny: a second torch thread pool only fights ONNX Runtime's threads
                 torch.set_num_threads(1)
         self.runner = runner
@@ -242,24 +242,19 @@ class Detector:
         the name of published weights (``"coco"``, see ``ssdlite weights``: downloaded into
         ``weights_dir`` or the torch.hub cache, verified, converted once).
 
-        ``backend`` defaults to ``"onnxruntime"`` for ``.onnx`` files and ``"torch"`` otherwise.
+        ``backend``: one of :data:`ssdlite.deploy.backends.BACKENDS`; by default the one that runs
+        the file's kind (``"onnxruntime"`` for ``.onnx``, ``"torch"`` for checkpoints).
         """
         from ssdlite.model.pretrained import resolve_checkpoint
 
         path = resolve_checkpoint(path, weights_dir)
-        onnx_file = path.suffix.lower() == ".onnx"
-        backend = backend or ("onnxruntime" if onnx_file else "torch")
-        if backend not in ("torch", "onnxruntime"):
-            raise ValueError(f"backend {backend!r} is not one of ['torch', 'onnxruntime']")
-        if backend == "onnxruntime":
-            if not onnx_file:
-                raise ValueError(f"the onnxruntime back end needs an exported .onnx file, got {path}; export with `ssdlite export`")
-            from ssdlite.deploy.onnx_runtime import OnnxRunner
+        from ssdlite.deploy.backends import check_backend, default_backend, make_runner
 
-            runner = OnnxRunner(path, threads=threads)
+        backend = backend or default_backend(path)
+        check_backend(backend, path)
+        if backend != "torch":
+            runner = make_runner(backend, path, threads=threads)
             return cls(None, runner.config(overrides), runner=runner, **kwargs)
-        if onnx_file:
-            raise ValueError(f"{path} is an ONNX file: use backend='onnxruntime'")
         from ssdlite.model.checkpoint import load_model
 
         model, cfg = load_model(path, overrides)

@@ -52,6 +52,7 @@ import numpy as np
 from ssdlite.apps.bench.latency_report import STAGES, TORCHVISION, check_targets, format_table, label, plot, summarize
 from ssdlite.apps.bench.lively import lively_random_model
 from ssdlite.apps.bench.machine import cpu_description
+from ssdlite.deploy.backends import backend_names
 
 #: Scores above the threshold per calibration frame of the random models (a trained detector on
 #: street video: a handful of objects, each with a few overlapping anchors).
@@ -62,7 +63,8 @@ TV_WEIGHTS = "mobilenet_v3_large_tvweights"  # our model holding the reference's
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configs", nargs="+", default=None, help="config names or files (default: every configs/ssdlite320_*.yaml)")
-    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], choices=["torch", "onnxruntime"])
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], choices=backend_names(),
+                        help="back ends timed for every config (default: torch onnxruntime)")
     parser.add_argument("--no-torchvision-weights", action="store_true", help="skip the 'same weights' V3-Large contender")
     add_timing_arguments(parser, frames=50)
     parser.add_argument("--plot", default=None, help="write a PNG bar chart of the end-to-end FPS here")
