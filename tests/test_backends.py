@@ -55,3 +55,15 @@ def test_the_cli_error_for_a_missing_extra_is_one_line(monkeypatch, tmp_path, ca
     assert status != 0
     assert err[-1].startswith("ssdlite detect: error: the fancy back end needs the Python package 'ssdlite_no_such_runtime'")
     assert "pip install 'ssdlite[fancy]'" in err[-1]
+
+
+def test_export_format_from_the_flag_or_the_suffix() -> None:
+    from ssdlite.deploy.formats import EXPORT_FORMATS, format_for
+
+    assert format_for(None, "m.onnx").name == "onnx"
+    assert format_for(None, "m.unknown").name == "onnx"
+    assert format_for("onnx", "m.bin").name == "onnx"
+    with pytest.raises(ValueError, match=r"export format 'tensorrt' is not one of \['onnx'"):
+        format_for("tensorrt", "m.engine")
+    for f in EXPORT_FORMATS.values():  # every row's verifying back end exists
+        assert f.backend is None or f.backend in BACKENDS

@@ -1,5 +1,6 @@
-"""Export a checkpoint to a self-contained ONNX file (BN folded; anchors, classes, input size,
-normalization and postprocess settings in the metadata).
+"""Export a checkpoint to a self-contained file (BN folded; anchors, classes, input size,
+normalization and postprocess settings in the metadata). --format (default: from the --out
+suffix, else onnx): onnx.
 
     python tools/export.py --checkpoint runs/x/best.pt --out model.onnx --verify
     python tools/detect.py --checkpoint model.onnx --source 0 --show
@@ -17,15 +18,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ssdlite.deploy.formats import format_names
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="an ssdlite .pt checkpoint or published weights by name (coco)")
-    parser.add_argument("--out", "--output", dest="out", required=True, help="the .onnx file to write")
+    parser.add_argument("--out", "--output", dest="out", required=True, help="the file to write (.onnx, ...)")
+    parser.add_argument("--format", choices=format_names(), default=None,
+                        help="export format (default: the one whose suffix --out has, else onnx)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..20 (default: 17)")
     parser.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch dimension (default: batch 1)")
     parser.add_argument("--with-nms", action="store_true", help="decode + NonMaxSuppression in the graph")
-    parser.add_argument("--verify", action="store_true", help="compare ONNX Runtime with PyTorch on images; fail on mismatch")
+    parser.add_argument("--verify", action="store_true", help="compare the file in its own runtime with PyTorch on images; fail on mismatch")
     parser.add_argument("--images", nargs="+", default=None, help="images for --verify (default: the shared photos/darknet/*.jpg, else generated scenes)")
     parser.add_argument("--verify-score", type=float, default=None, help="score threshold for --verify (default: the checkpoint's)")
     parser.add_argument(
@@ -46,11 +51,18 @@ def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ssdlite.model.checkpoint import load_model, save_checkpoint
-    from ssdlite.deploy.export import export_onnx
+    from ssdlite.deploy.formats import exporter, format_for
     from ssdlite.deploy.verify import verify_export
 
     from ssdlite.model.pretrained import resolve_checkpoint
 
+    fmt = format_for(args.format, args.out)
+    export = exporter(fmt)  # a missing converter is one line before anything is built
+    options = {  # each format's own options
+        "onnx": dict(opset=args.opset, dynamic_batch=args.dynamic_batch, with_nms=args.with_nms),
+    }[fmt.name]
+    if args.verify and fmt.backend is None:
+        raise ValueError(f"--format {fmt.name} cannot be run on this machine, so it cannot be verified; drop --verify")
     checkpoint = resolve_checkpoint(args.checkpoint, args.weights_dir)
     with tempfile.TemporaryDirectory(prefix="ssdlite_export_") as tmp:
         source = checkpoint
@@ -58,11 +70,12 @@ def main(args: argparse.Namespace) -> int:
             model, cfg = load_model(checkpoint, args.overrides)
             source = Path(tmp) / "overridden.pt"
             save_checkpoint(source, model, cfg)
-        out = export_onnx(source, None, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch, with_nms=args.with_nms)
-        print(f"export: wrote {out} ({out.stat().st_size / 1e6:.1f} MB, opset {args.opset}, {'NMS in graph' if args.with_nms else 'raw outputs'})")
+        out = Path(export(source, args.out, **options))
+        detail = f", opset {args.opset}, {'NMS in graph' if args.with_nms else 'raw outputs'}" if fmt.name == "onnx" else ""
+        print(f"export: wrote {out} ({fmt.name}, {out.stat().st_size / 1e6:.1f} MB{detail})")
         if not args.verify:
             return 0
-        report = verify_export(out, source, args.images, threads=args.threads, score_thresh=args.verify_score)
+        report = verify_export(out, source, args.images, backend=fmt.backend, threads=args.threads, score_thresh=args.verify_score)
     print(f"verify: {report.summary()}")
     if report.compared == 0:
         print(
@@ -73,7 +86,7 @@ def main(args: argparse.Namespace) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(asdict(report), indent=2))
     if not report.ok:
-        print(f"export: error: ONNX Runtime and PyTorch disagree on {out} (see above)", file=sys.stderr)
+        print(f"export: error: {fmt.backend} and PyTorch disagree on {out} (see above)", file=sys.stderr)
         return 1
     return 0
 

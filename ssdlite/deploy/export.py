@@ -17,7 +17,7 @@ from typing import Any
 from ssdlite.config import Config
 from ssdlite.deploy.onnx_format import build_metadata
 
-__all__ = ["export_onnx", "MIN_OPSET", "MAX_OPSET"]
+__all__ = ["export_onnx", "export_onnx_file", "MIN_OPSET", "MAX_OPSET"]
 
 MIN_OPSET, MAX_OPSET = 13, 20  # what torch's TorchScript exporter writes and our NMS graph needs (ReduceSum axes input)
 
@@ -119,3 +119,9 @@ def export_onnx(
     onnx.checker.check_model(proto, full_check=True)
     atomic_write(out_path, lambda f: f.write(proto.SerializeToString()))
     return out_path
+
+
+def export_onnx_file(checkpoint: str | Path, out: str | Path, *, opset: int = 17, dynamic_batch: bool = False,
+                     with_nms: bool = False) -> Path:
+    """The ``onnx`` row of :data:`ssdlite.deploy.formats.EXPORT_FORMATS`: :func:`export_onnx` of a checkpoint."""
+    return export_onnx(checkpoint, None, out, opset=opset, dynamic_batch=dynamic_batch, with_nms=with_nms)

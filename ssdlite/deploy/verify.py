@@ -1,4 +1,4 @@
-"""Check that an ONNX export and the PyTorch back end give the same detections.
+"""Check that an exported file (in its own runtime) and the PyTorch back end give the same detections.
 
 :func:`verify_export` runs both on the same images and pairs their detections
 (:func:`compare_detections`); ``tools/export.py --verify`` prints the :class:`VerifyReport`.
@@ -152,6 +152,7 @@ def verify_export(
     checkpoint: str | Path,
     images: Sequence[str | Path] | None = None,
     *,
+    backend: str | None = None,
     threads: int | None = None,
     score_thresh: float | None = None,
     box_tol: float = 0.5,
@@ -160,7 +161,8 @@ def verify_export(
     raw_atol: float = 1e-3,
     raw_rtol: float = 1e-4,
 ) -> VerifyReport:
-    """Run the PyTorch back end on ``checkpoint`` and ONNX Runtime on ``onnx_path`` and compare.
+    """Run the PyTorch back end on ``checkpoint`` and ``backend`` (default: the one that runs the
+    file, ONNX Runtime for ``.onnx``) on the exported ``onnx_path`` and compare.
 
     Both run at ``score_thresh`` (default: the checkpoint config's). Detections scoring above
     ``score_thresh + margin`` (``margin`` defaults to ``10 * score_tol``; raised to the lowest
@@ -173,7 +175,7 @@ def verify_export(
     """
     from ssdlite.data.images import load_image
     from ssdlite.deploy.detector import Detector, Detections, preprocess
-    from ssdlite.deploy.onnx_runtime import OnnxRunner
+    from ssdlite.deploy.backends import default_backend, make_runner
 
     paths = [Path(p) for p in (images if images is not None else default_verify_images())]
     if not paths:
@@ -183,11 +185,11 @@ def verify_export(
     ref_det = Detector.from_checkpoint(checkpoint, backend="torch", threads=threads, **kwargs)
     thresh = ref_det.cfg.postprocess.score_thresh
     cap = ref_det.cfg.postprocess.detections_per_img
-    runner = OnnxRunner(onnx_path, threads=threads)
+    runner = make_runner(backend or default_backend(onnx_path), onnx_path, threads=threads)
 
     ref, other = [], []
     max_logit = max_delta = None
-    if runner.outputs == "raw":
+    if getattr(runner, "outputs", "raw") == "raw":
         onnx_det = Detector(None, runner.config(), runner=runner, **kwargs)
         max_logit = max_delta = raw_scale = 0.0
         for frame in frames:
