@@ -25,6 +25,12 @@ from ssdlite.model.checkpoint import save_checkpoint
 needs_openvino = pytest.mark.skipif(not installed("openvino"), reason="openvino is not installed (pip install 'ssdlite[openvino]')")
 
 
+def _conv_precisions(runner) -> set[str]:
+    """The precisions OpenVINO's compiled model runs its convolutions in (its runtime graph)."""
+    ops = runner.compiled.get_runtime_model().get_ops()
+    return {str(op.get_rt_info()["runtimePrecision"].astype(str)) for op in ops if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
+
+
 def _runner(path, **kwargs):
     pytest.importorskip("openvino", reason="openvino is not installed (pip install 'ssdlite[openvino]')")
     from ssdlite.deploy.openvino_runtime import OpenVinoRunner
@@ -70,7 +76,7 @@ def test_fp32_is_asked_for_even_where_openvino_would_pick_bf16(exported):
     batch, _ = preprocess(images[:1], (320, 320), load_config(SMALLEST_CONFIG).preprocess)
     ref = OnnxRunner(out, threads=1)(batch)
     exact = _runner(out, threads=1)
-    assert exact.precision == "fp32" and exact.threads == 1
+    assert exact.precision == "fp32" and exact.threads == 1 and _conv_precisions(exact) == {"f32"}
     for a, b in zip(ref, exact(batch)):
         np.testing.assert_allclose(b, a, atol=1e-4, rtol=1e-4)
     # what OpenVINO does by itself on this CPU (bf16 where it has bf16 units), and the opt-in
@@ -79,7 +85,7 @@ def test_fp32_is_asked_for_even_where_openvino_would_pick_bf16(exported):
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     assert fast.precision == ("bf16" if "BF16" in caps else "fp32"), (fast.precision, caps)
     if fast.precision == "bf16":
-        assert device_default == "bf16"
+        assert device_default == "bf16" and "bf16" in _conv_precisions(fast)
         cls_b, _ = fast(batch)
         assert np.abs(cls_b - ref[0]).max() > 1e-4  # bf16 really ran: the default would not be exact
     with pytest.raises(ValueError, match=r"precision='int4' is not one of"):
@@ -188,9 +194,11 @@ def test_quantized_graph_reports_int8(exported, tmp_path):
     cls_ov, _ = runner(batch[:1])
     cls_ort, _ = ort(batch[:1])
     cls_f32, _ = OnnxRunner(out, threads=1)(batch[:1])
-    scale = np.abs(cls_f32).max()
-    assert np.abs(cls_ov - cls_f32).max() < 0.2 * scale  # int8 arithmetic: close, not exact
-    assert np.abs(cls_ov - cls_ort).max() < 0.2 * scale
+    assert _conv_precisions(runner) <= {"u8", "i8"}  # OpenVINO really runs the convolutions in int8
+    # int8 arithmetic (a random-weight model calibrated on two images): close to fp32, not equal
+    for cls_q in (cls_ov, cls_ort):
+        assert np.corrcoef(cls_q.ravel(), cls_f32.ravel())[0, 1] > 0.85
+        assert np.abs(cls_q - cls_f32).mean() < 0.5 * np.abs(cls_f32).mean()
 
 
 @needs_openvino

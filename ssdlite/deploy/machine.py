@@ -1,6 +1,7 @@
-"""The machine a benchmark ran on: CPU model, cores and the vector / int8 instruction sets that
+"""The machine a model runs on: CPU model, cores and the vector / int8 / bf16 instruction sets that
 decide CPU inference speed. Every benchmark prints it beside its table (figures from different
-machines are not comparable; ratios measured side by side in one run are)."""
+machines are not comparable; ratios measured side by side in one run are), and it is part of the
+key of ``backend="auto"``'s cached choice (:mod:`ssdlite.deploy.auto`). Imports no torch."""
 
 from __future__ import annotations
 
