@@ -7,7 +7,9 @@ pinned (``--threads``, default 2):
 * every paper config (``configs/ssdlite320_*.yaml``, random weights made lively by
   :func:`lively_random_model`: their background logit calibrated on the first frames to about
   10 scores per frame above the threshold, as a trained model; dets = detections per frame) x back end
-  (``torch``: BN folded, channels_last, inference mode; ``onnxruntime``: the exported file);
+  (``torch``: BN folded, channels_last, inference mode; ``onnxruntime``, ``openvino``: the exported
+  file; OpenVINO once per ``--openvino-precisions`` entry: ``fp32`` (default, exact) and ``bf16``
+  (its own row, ``openvino-bf16``); the ``prec`` column is the precision each one actually ran);
 * ``V3-Large (tv weights)``: torchvision's ``ssdlite320_mobilenet_v3_large`` random weights
   converted into ours (:mod:`ssdlite.model.convert`), i.e. the very same network and weights as
   the reference, on both back ends;
@@ -43,13 +45,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ssdlite.apps.bench.latency_report import STAGES, TORCHVISION, check_targets, format_table, label, plot, summarize
+from ssdlite.apps.bench.latency_report import TORCHVISION, check_targets, format_table, label, plot, summarize
 from ssdlite.apps.bench.lively import lively_random_model
 from ssdlite.apps.bench.machine import cpu_description
 from ssdlite.deploy.backends import backend_names
@@ -79,6 +80,9 @@ def add_timing_arguments(parser: argparse.ArgumentParser, frames: int) -> None:
     parser.add_argument("--threads", type=int, default=2, help="threads of every contender (default: 2)")
     parser.add_argument("--score", type=float, default=0.3, help="score threshold of every contender (default: 0.3)")
     parser.add_argument("--spinning", action="store_true", help="let ONNX Runtime's idle threads spin (its default; off here)")
+    parser.add_argument("--openvino-precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
+                        help="precisions the openvino back end is timed in, one row each (default: fp32; bf16 runs "
+                             "as bf16 only on CPUs with bf16 units, the prec column says what ran)")
     parser.add_argument("--ort-torch-threads", type=int, default=1, help="torch threads (postprocess only) of the ONNX Runtime contenders (default: 1)")
     parser.add_argument(
         "--omp-wait-policy", choices=["PASSIVE", "ACTIVE", "default"], default="PASSIVE",
@@ -162,21 +166,30 @@ def prepare_frames(args: argparse.Namespace, work: Path, tag: str = "latency") -
     common = {
         "frames": str(frames_path), "threads": args.threads, "score": args.score, "warmup": args.warmup,
         "spinning": args.spinning, "ort_torch_threads": args.ort_torch_threads, "omp_wait_policy": args.omp_wait_policy,
+        "openvino_precisions": list(getattr(args, "openvino_precisions", ["fp32"])),
     }
     return frames, common
 
 
-def ours_spec(name: str, model: Any, cfg: Any, backend: str, common: dict[str, Any], work: Path) -> dict[str, Any]:
-    """A contender running ``model`` on ``backend``: its checkpoint (and ONNX file) written to ``work``."""
+def ours_specs(name: str, model: Any, cfg: Any, backend: str, common: dict[str, Any], work: Path) -> list[dict[str, Any]]:
+    """The contenders running ``model`` on ``backend`` (one per OpenVINO precision asked for): its
+    checkpoint (and ONNX file, written once per model) in ``work``. ``column``: the back end as the
+    table names it (``openvino-bf16`` for OpenVINO's bf16 row)."""
+    from ssdlite.deploy.backends import BACKENDS
     from ssdlite.deploy.export import export_onnx
     from ssdlite.model.checkpoint import save_checkpoint
 
     ckpt = work / f"{name}.pt"
-    save_checkpoint(ckpt, model, cfg)
-    spec = {**common, "name": name, "kind": "ssdlite", "backend": backend, "checkpoint": str(ckpt)}
-    if backend == "onnxruntime":
-        spec["checkpoint"] = str(export_onnx(ckpt, None, work / f"{name}.onnx"))
-    return spec
+    if not ckpt.is_file():
+        save_checkpoint(ckpt, model, cfg)
+    path = ckpt
+    if ".onnx" in BACKENDS[backend].suffixes:
+        path = work / f"{name}.onnx"
+        if not path.is_file():
+            export_onnx(ckpt, None, path)
+    precisions = (common.get("openvino_precisions") or ["fp32"]) if backend == "openvino" else ["fp32"]
+    return [{**common, "name": name, "kind": "ssdlite", "backend": backend, "checkpoint": str(path), "precision": p,
+             "column": backend if p == "fp32" else f"{backend}-{p}"} for p in precisions]
 
 
 def config_specs(paths: dict[str, Path], backends: list[str], frames: np.ndarray, common: dict[str, Any],
@@ -189,7 +202,7 @@ def config_specs(paths: dict[str, Path], backends: list[str], frames: np.ndarray
     for name, path in paths.items():
         cfg = load_config(path)
         model = lively_random_model(cfg, calib, candidates=CANDIDATES_PER_FRAME, score_thresh=score)
-        specs += [ours_spec(name, model, cfg, backend, common, work) for backend in backends]
+        specs += [s for backend in backends for s in ours_specs(name, model, cfg, backend, common, work)]
     return specs
 
 
@@ -216,99 +229,9 @@ def _prepare(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
         cfg = torchvision_config()
         model = build_model(cfg, load_backbone_weights=False)
         load_state_dict_strict(model, convert_torchvision_state_dict(tv.state_dict()), "torchvision ssdlite320_mobilenet_v3_large")
-        specs += [ours_spec(TV_WEIGHTS, model, cfg, backend, common, work) for backend in args.backends]
+        specs += [s for backend in args.backends for s in ours_specs(TV_WEIGHTS, model, cfg, backend, common, work)]
     specs.append({**common, "name": TORCHVISION, "kind": "torchvision", "backend": "eager", "checkpoint": str(tv_state)})
     return specs
-
-
-# ----------------------------------------------------------------------------- timing (child process)
-
-
-def _time_frames(frames: np.ndarray, warmup: int, stages: Any) -> dict[str, Any]:
-    """Run ``stages(frame) -> (t0, t1, t2, t3, n_dets)`` on every frame after ``warmup`` untimed ones."""
-    for i in range(min(warmup, len(frames))):
-        stages(frames[i % len(frames)])
-    times: dict[str, list[float]] = {s: [] for s in STAGES}
-    dets = []
-    for frame in frames:
-        t0, t1, t2, t3, n = stages(frame)
-        times["preprocess"].append((t1 - t0) * 1e3)
-        times["network"].append((t2 - t1) * 1e3)
-        times["postprocess"].append((t3 - t2) * 1e3)
-        times["end_to_end"].append((t3 - t0) * 1e3)
-        dets.append(n)
-    return {"ms": times, "detections": float(np.mean(dets))}
-
-
-def _ours_stages(spec: dict[str, Any]):
-    from ssdlite.deploy.detector import Detector, preprocess
-
-    det = Detector.from_checkpoint(spec["checkpoint"], backend=spec["backend"], threads=spec["threads"], score_thresh=spec["score"])
-    if spec["backend"] == "onnxruntime":  # same settings as from_checkpoint, spinning as asked
-        from ssdlite.deploy.onnx_runtime import OnnxRunner
-
-        det.runner = OnnxRunner(spec["checkpoint"], threads=spec["threads"], spinning=spec["spinning"])
-    size, pre_cfg = det.input_size, det.cfg.preprocess
-    clock = time.perf_counter
-
-    def stages(frame: np.ndarray):
-        t0 = clock()
-        batch, maps = preprocess([frame], size, pre_cfg)
-        t1 = clock()
-        cls_logits, box_deltas = det.raw(batch)
-        t2 = clock()
-        out = det.postprocess(cls_logits, box_deltas, maps)
-        t3 = clock()
-        return t0, t1, t2, t3, len(out[0])
-
-    return stages
-
-
-def _torchvision_stages(spec: dict[str, Any]):
-    import torch
-    import torchvision
-
-    model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
-        weights=None, weights_backbone=None, score_thresh=spec["score"], nms_thresh=0.55, detections_per_img=300, topk_candidates=300
-    )
-    model.load_state_dict(torch.load(spec["checkpoint"], weights_only=True))
-    model.eval()
-    clock = time.perf_counter
-
-    def stages(frame: np.ndarray):
-        with torch.inference_mode():
-            t0 = clock()
-            image = torch.from_numpy(frame).permute(2, 0, 1).float().div_(255)  # what users hand torchvision
-            original_sizes = [tuple(image.shape[-2:])]
-            images, _ = model.transform([image])
-            t1 = clock()
-            features = list(model.backbone(images.tensors).values())
-            head_outputs = model.head(features)
-            t2 = clock()
-            anchors = model.anchor_generator(images, features)
-            detections = model.postprocess_detections(head_outputs, anchors, images.image_sizes)
-            detections = model.transform.postprocess(detections, images.image_sizes, original_sizes)
-            t3 = clock()
-        return t0, t1, t2, t3, len(detections[0]["scores"])
-
-    return stages
-
-
-def _child(spec_json: str) -> None:
-    """Time one contender; print its result as one JSON line on stdout."""
-    spec = json.loads(spec_json)
-    threads = int(spec["threads"])
-    import cv2
-    import torch
-
-    # ONNX Runtime contenders use torch only for the small postprocess: one torch thread, so that
-    # a second 2-thread pool does not fight ONNX Runtime's (--ort-torch-threads to change).
-    torch.set_num_threads(int(spec["ort_torch_threads"]) if spec["backend"] == "onnxruntime" else threads)
-    cv2.setNumThreads(threads)
-    frames = np.load(spec["frames"])
-    stages = _torchvision_stages(spec) if spec["kind"] == "torchvision" else _ours_stages(spec)
-    result = _time_frames(frames, int(spec["warmup"]), stages)
-    print(json.dumps(result))
 
 
 def _spawn(spec: dict[str, Any]) -> dict[str, Any]:
@@ -319,11 +242,11 @@ def _spawn(spec: dict[str, Any]) -> dict[str, Any]:
         env["OMP_WAIT_POLICY"] = spec["omp_wait_policy"]
     else:
         env.pop("OMP_WAIT_POLICY", None)
-    code = f"from ssdlite.apps.bench.latency import _child; _child({json.dumps(json.dumps(spec))})"
+    code = f"from ssdlite.apps.bench.latency_child import child; child({json.dumps(json.dumps(spec))})"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        raise RuntimeError(f"latency: contender {spec['name']}/{spec['backend']} failed:\n{tail}")
+        raise RuntimeError(f"latency: contender {label(spec['name'], spec.get('column', spec['backend']))} failed:\n{tail}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -341,7 +264,7 @@ def time_rounds(specs: list[dict[str, Any]], rounds: int, tag: str = "latency") 
         order = specs if r % 2 == 0 else specs[::-1]
         results = {}
         for spec in order:
-            key = label(spec["name"], spec["backend"])
+            key = label(spec["name"], spec.get("column", spec["backend"]))
             results[key] = _spawn(spec)
             e2e = statistics.median(results[key]["ms"]["end_to_end"])
             print(f"{tag}: round {r + 1}/{rounds} {key}: {e2e:.2f} ms", file=sys.stderr)

@@ -28,12 +28,18 @@ def label(name: str, backend: str) -> str:
 
 
 def summarize(specs: list[dict[str, Any]], rounds: list[dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Per contender: median over rounds of the per-round medians of each stage, FPS and ratio."""
+    """Per contender: median over rounds of the per-round medians of each stage, FPS and ratio.
+
+    ``backend`` is the table's column (``openvino-bf16`` for OpenVINO's bf16 row), ``precision`` what
+    the contender's arithmetic actually ran in (fp32 / bf16 / int8, as its runner reported).
+    """
     rows = []
     for spec in specs:
-        key = label(spec["name"], spec["backend"])
+        column = spec.get("column", spec["backend"])
+        key = label(spec["name"], column)
         per_round = [r[key] for r in rounds if key in r]
-        row: dict[str, Any] = {"name": spec["name"], "backend": spec["backend"], "label": key}
+        row: dict[str, Any] = {"name": spec["name"], "backend": column, "label": key,
+                               "precision": per_round[0].get("precision", "fp32") if per_round else "fp32"}
         for stage in STAGES:
             row[f"{stage}_ms"] = statistics.median(statistics.median(r["ms"][stage]) for r in per_round)
         row["round_end_to_end_ms"] = [statistics.median(r["ms"]["end_to_end"]) for r in per_round]
@@ -51,13 +57,13 @@ def summarize(specs: list[dict[str, Any]], rounds: list[dict[str, dict[str, Any]
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'contender':<44} {'pre ms':>7} {'net ms':>7} {'post ms':>7} {'e2e ms':>7} {'FPS':>7} {'x tv':>6} "
+    head = (f"{'contender':<44} {'prec':>4} {'pre ms':>7} {'net ms':>7} {'post ms':>7} {'e2e ms':>7} {'FPS':>7} {'x tv':>6} "
             f"{'p10 ms':>7} {'FPS@p10':>7} {'dets':>5}")
     lines = [head, "-" * len(head)]
     for r in rows:
         ratio = f"{r['ratio_vs_torchvision']:.2f}" if r["ratio_vs_torchvision"] is not None else "-"
         lines.append(
-            f"{r['label']:<44} {r['preprocess_ms']:7.2f} {r['network_ms']:7.2f} {r['postprocess_ms']:7.2f} "
+            f"{r['label']:<44} {r.get('precision', 'fp32'):>4} {r['preprocess_ms']:7.2f} {r['network_ms']:7.2f} {r['postprocess_ms']:7.2f} "
             f"{r['end_to_end_ms']:7.2f} {r['fps']:7.1f} {ratio:>6} {r['end_to_end_p10_ms']:7.2f} {r['fps_p10']:7.1f} "
             f"{r['detections_per_frame']:5.1f}"
         )
@@ -95,9 +101,9 @@ def plot(rows: list[dict[str, Any]], path: str | Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"torch": "#4C72B0", "onnxruntime": "#DD8452", "eager": "#7f7f7f"}
+    colors = {"torch": "#4C72B0", "onnxruntime": "#DD8452", "openvino": "#8172B3", "openvino-bf16": "#C44E52", "eager": "#7f7f7f"}
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.5))
-    labels = [r["label"] for r in rows]
+    labels = [f"{r['label']} ({r.get('precision', 'fp32')})" for r in rows]
     fps = [r["fps"] for r in rows]
     ax.barh(range(len(rows)), fps, color=[colors.get(r["backend"], "#55A868") for r in rows])
     for i, r in enumerate(rows):

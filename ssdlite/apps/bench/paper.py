@@ -26,7 +26,7 @@ from ssdlite.apps.bench.latency import add_timing_arguments, check_timing_args, 
 from ssdlite.apps.bench.latency_report import summarize
 from ssdlite.apps.bench.machine import cpu_description
 
-BACKEND_NAMES = {"onnxruntime": "ONNX Runtime", "torch": "PyTorch"}
+BACKEND_NAMES = {"onnxruntime": "ONNX Runtime", "torch": "PyTorch", "openvino": "OpenVINO"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,7 +80,7 @@ def plot_map_vs_latency(comparisons: Sequence[Any], latency: dict[str, dict[str,
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    markers = dict(zip(BACKEND_NAMES, ("o", "s")))
+    markers = dict(zip(BACKEND_NAMES, ("o", "s", "^")))
     colors = {"ssd": "#DD8452", "ssdlite": "#4C72B0"}
     points = []
     for b in backends:
