@@ -237,3 +237,25 @@ def test_runner_does_not_import_torch(exported):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_latency_benchmark_rows_name_the_precision(exported, tmp_path):
+    from ssdlite.apps.bench.latency import ours_specs
+    from ssdlite.apps.bench.latency_report import format_table, summarize
+
+    import shutil
+
+    ckpt, _, _, _ = exported
+    shutil.copy(ckpt, tmp_path / "m.pt")  # the contender's checkpoint, already written
+    common = {"openvino_precisions": ["fp32", "bf16"], "threads": 1}
+    specs = ours_specs("m", None, None, "openvino", common, tmp_path) + ours_specs("m", None, None, "onnxruntime", common, tmp_path)
+    assert [(s["backend"], s["precision"], s["column"]) for s in specs] == [
+        ("openvino", "fp32", "openvino"), ("openvino", "bf16", "openvino-bf16"), ("onnxruntime", "fp32", "onnxruntime")]
+    assert all(s["checkpoint"] == str(tmp_path / "m.onnx") for s in specs) and (tmp_path / "m.onnx").is_file()
+    ms = {s: [1.0, 2.0, 3.0] for s in ("preprocess", "network", "postprocess", "end_to_end")}
+    ran = {"openvino": "fp32", "openvino-bf16": "bf16", "onnxruntime": "fp32"}
+    rounds = [{f"m / {s['column']}": {"ms": ms, "detections": 1.0, "precision": ran[s["column"]]} for s in specs}]
+    rows = summarize(specs, rounds)
+    assert [(r["backend"], r["precision"]) for r in rows] == list(ran.items())
+    table = format_table(rows).splitlines()
+    assert "prec" in table[0] and table[3].split()[:4] == ["m", "/", "openvino-bf16", "bf16"]
