@@ -1,7 +1,7 @@
-"""Running a trained model: the :class:`Detector` (PyTorch or ONNX Runtime back end), ONNX export
-and its verification, the ONNX file format, and BatchNorm folding.
+"""Running a trained model: the :class:`Detector` (PyTorch, ONNX Runtime or OpenVINO back end, or
+``backend="auto"``), ONNX export and its verification, the ONNX file format, and BatchNorm folding.
 
-Submodules load on first use: the ONNX Runtime back end (``onnx_runtime``) imports no torch.
+Submodules load on first use: the ONNX back ends (``onnx_runtime``, ``openvino_runtime``) import no torch.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ _LAZY = {
     "export_onnx": "ssdlite.deploy.export",
     "verify_export": "ssdlite.deploy.verify",
     "OnnxRunner": "ssdlite.deploy.onnx_runtime",
+    "OpenVinoRunner": "ssdlite.deploy.openvino_runtime",
 }
 
 __all__ = list(_LAZY)

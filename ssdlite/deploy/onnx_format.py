@@ -1,5 +1,6 @@
 """The ssdlite ONNX file: what an export stores beside the graph, in one place for the writer
-(:mod:`ssdlite.deploy.export`) and the reader (:mod:`ssdlite.deploy.onnx_runtime`). Imports numpy only.
+(:mod:`ssdlite.deploy.export`) and the readers (:mod:`ssdlite.deploy.onnx_reader`, used by every
+ONNX back end). Imports numpy only.
 
 Two variants (``ssdlite.outputs`` in the metadata):
 
