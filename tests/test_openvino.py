@@ -211,15 +211,22 @@ def test_detect_and_eval_cli_run_on_openvino(exported, shapes_data, tmp_path, ca
     rows = [json.loads(line) for line in lines.read_text().splitlines()]
     (expected,) = Detector.from_checkpoint(out, backend="onnxruntime", threads=1, score_thresh=0.1)([read_rgb(paths[0])])
     assert len(rows) == 1 and len(rows[0]["detections"]) == len(expected) >= 1
-    # eval on the shapes val split (its 4 classes are the model's first 4 COCO names; the point is the wiring)
+    # eval on the shapes val split (random weights: the point is that both back ends give the same results)
     results = {}
     for backend in ("onnxruntime", "openvino"):
         js = tmp_path / f"{backend}.json"
         assert run_tool("eval", ["--checkpoint", out, "--backend", backend, "--images", shapes_data.val_images,
                                  "--annotations", shapes_data.val_annotations, "--score-thresh", "0.05",
-                                 "--json-out", js, "--plot", tmp_path / f"{backend}.png", "--no-per-class"]) == 0
-        results[backend] = json.loads(js.read_text())
-    assert results["openvino"]["stats"] == pytest.approx(results["onnxruntime"]["stats"], abs=1e-3)
+                                 "--json-out", js, "--plot", tmp_path / f"{backend}.png", "--no-per-class",
+                                 "--results-out", tmp_path / f"{backend}_dt.json"]) == 0
+        results[backend] = json.loads(js.read_text()), json.loads((tmp_path / f"{backend}_dt.json").read_text())
+    (ov_metrics, ov_dt), (ort_metrics, ort_dt) = results["openvino"], results["onnxruntime"]
+    assert len(ov_dt) == len(ort_dt) >= 10  # the same detections, scored the same
+    key = lambda d: (d["image_id"], d["category_id"], -d["score"])  # noqa: E731
+    for a, b in zip(sorted(ov_dt, key=key), sorted(ort_dt, key=key)):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4) and a["bbox"] == pytest.approx(b["bbox"], abs=0.05)
+    assert ov_metrics["stats"] == pytest.approx(ort_metrics["stats"], abs=1e-3)
 
 
 def test_runner_does_not_import_torch(exported):
