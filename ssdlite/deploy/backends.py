@@ -3,7 +3,9 @@
 Every tool's ``--backend`` choices, ``Detector.from_checkpoint``'s dispatch and the benchmarks'
 back-end lists come from :data:`BACKENDS`; a new back end is one row here plus its runner module
 (a class taking ``(path, threads=...)`` that declares ``name``, ``input_size``, ``anchors``,
-``box_weights``, ``classification`` and ``config(overrides)``, as :class:`~ssdlite.deploy.onnx_runtime.OnnxRunner`).
+``box_weights``, ``classification``, ``precision`` and ``config(overrides)``, as
+:class:`~ssdlite.deploy.onnx_runtime.OnnxRunner`; the ONNX runners share :mod:`ssdlite.deploy.onnx_reader`).
+``"auto"`` (:data:`AUTO`) is no row: :mod:`ssdlite.deploy.auto` picks one of the rows.
 
 This module imports no torch and no runtime: asking for a back end whose package is missing is
 one ``MissingExtra`` error naming the ``pip install`` that brings it.

@@ -33,7 +33,8 @@ Threads: every contender gets ``--threads`` (torch intra-op / ONNX Runtime intra
 ``OMP_WAIT_POLICY=PASSIVE`` for all of them (``--omp-wait-policy``): on a shared machine whose
 other processes keep the cores busy, spinning OpenMP threads wait for a descheduled peer at
 every layer and PyTorch gets 10-40x slower. ONNX Runtime contenders run with spinning off
-(``--spinning`` to turn it on) and one torch thread for the postprocess (``--ort-torch-threads``).
+(``--spinning`` to turn it on); ONNX Runtime and OpenVINO contenders use one torch thread for the
+postprocess (``--ort-torch-threads``). OpenVINO: one stream, the latency hint, ``--threads`` threads.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def add_timing_arguments(parser: argparse.ArgumentParser, frames: int) -> None:
     parser.add_argument("--openvino-precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
                         help="precisions the openvino back end is timed in, one row each (default: fp32; bf16 runs "
                              "as bf16 only on CPUs with bf16 units, the prec column says what ran)")
-    parser.add_argument("--ort-torch-threads", type=int, default=1, help="torch threads (postprocess only) of the ONNX Runtime contenders (default: 1)")
+    parser.add_argument("--ort-torch-threads", type=int, default=1, help="torch threads (postprocess only) of the ONNX Runtime and OpenVINO contenders (default: 1)")
     parser.add_argument(
         "--omp-wait-policy", choices=["PASSIVE", "ACTIVE", "default"], default="PASSIVE",
         help="OMP_WAIT_POLICY of every contender (default: PASSIVE: idle OpenMP threads sleep instead of spinning; "
