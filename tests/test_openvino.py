@@ -266,3 +266,19 @@ def test_latency_benchmark_rows_name_the_precision(exported, tmp_path):
     assert [(r["backend"], r["precision"]) for r in rows] == list(ran.items())
     table = format_table(rows).splitlines()
     assert "prec" in table[0] and table[3].split()[:4] == ["m", "/", "openvino-bf16", "bf16"]
+
+
+def test_the_shared_reader_reads_what_onnx_reads(exported, tmp_path):
+    """scan_onnx (used by every ONNX back end, no runtime) against the onnx package's own parser."""
+    from ssdlite.deploy.onnx_reader import read_metadata, scan_onnx
+
+    ckpt, out, _, _ = exported
+    for path in (out, export_onnx(ckpt, None, tmp_path / "nms.onnx", with_nms=True)):
+        proto = onnx.load(str(path))
+        meta, ops = scan_onnx(path)
+        assert meta == {p.key: p.value for p in proto.metadata_props} and read_metadata(path) == meta
+        assert ops == {n.op_type for n in proto.graph.node}
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(out.read_bytes()[: out.stat().st_size // 2])
+    with pytest.raises(ValueError, match="truncated.onnx is not a loadable ONNX model"):
+        scan_onnx(truncated)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ssdlite.deploy.onnx_format import OUTPUTS, check_metadata, read_anchors
 
-__all__ = ["scan_onnx", "ExportedRunner", "QUANTIZED_OPS", "PRECISIONS"]
+__all__ = ["scan_onnx", "read_metadata", "ExportedRunner", "QUANTIZED_OPS", "PRECISIONS"]
 
 # operators that mark a quantized (int8) graph: QDQ pairs and the integer-only operators
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"})
@@ -95,6 +95,11 @@ def scan_onnx(path: str | Path) -> tuple[dict[str, str], set[str]]:
     if graphs != 1:
         raise ValueError(f"{path} is not a loadable ONNX model: it has no graph")
     return meta, ops
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The ``ssdlite.*`` metadata of an exported file (no runtime needed); ValueError naming the file if it has none."""
+    return check_metadata(scan_onnx(path)[0], path)
 
 
 def _pairs(buf: memoryview, start: int, end: int):

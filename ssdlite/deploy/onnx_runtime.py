@@ -15,17 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ssdlite.deploy.onnx_format import check_metadata
-from ssdlite.deploy.onnx_reader import QUANTIZED_OPS, ExportedRunner, scan_onnx
+from ssdlite.deploy.onnx_reader import QUANTIZED_OPS, ExportedRunner, read_metadata, scan_onnx
 
-__all__ = ["OnnxRunner", "read_metadata"]
-
-
-def read_metadata(path: str | Path, session: Any | None = None) -> dict[str, str]:
-    """The ``ssdlite.*`` metadata of an exported file; ValueError naming the file if it has none."""
-    if session is None:
-        return check_metadata(scan_onnx(path)[0], path)
-    return check_metadata(dict(session.get_modelmeta().custom_metadata_map), path)
+__all__ = ["OnnxRunner", "read_metadata"]  # read_metadata: any ONNX back end's, kept importable here
 
 
 def _open_session(path: Path, options: Any) -> Any:
