@@ -115,7 +115,7 @@ def compare_detections(
         same = np.nonzero((o_labels == r_labels[i]) & ~used)[0]
         if len(same) == 0:
             if required:
-                problems.append((1e9, f"{tag}missing from the ONNX Runtime result: label {r_labels[i]} score {r_scores[i]:.5f} box {show(r_boxes[i])}"))
+                problems.append((1e9, f"{tag}missing from the exported file's result: label {r_labels[i]} score {r_scores[i]:.5f} box {show(r_boxes[i])}"))
             continue
         box_diff = np.abs(o_boxes[same] - r_boxes[i]).max(axis=1)
         j = same[int(np.argmin(box_diff))]
@@ -129,11 +129,11 @@ def compare_detections(
         if not within:
             problems.append(
                 (max(d_box / box_tol, d_score / score_tol),
-                 f"{tag}label {r_labels[i]}: score torch {r_scores[i]:.6f} vs onnx {o_scores[j]:.6f} (diff {d_score:.2e}), "
-                 f"box torch {show(r_boxes[i])} vs onnx {show(o_boxes[j])} (max diff {d_box:.3f} px)")
+                 f"{tag}label {r_labels[i]}: score torch {r_scores[i]:.6f} vs export {o_scores[j]:.6f} (diff {d_score:.2e}), "
+                 f"box torch {show(r_boxes[i])} vs export {show(o_boxes[j])} (max diff {d_box:.3f} px)")
             )
     for j in np.nonzero(~used & (o_scores > floor))[0]:
-        problems.append((1e9, f"{tag}extra in the ONNX Runtime result: label {o_labels[j]} score {o_scores[j]:.5f} box {show(o_boxes[j])}"))
+        problems.append((1e9, f"{tag}extra in the exported file's result: label {o_labels[j]} score {o_scores[j]:.5f} box {show(o_boxes[j])}"))
     return compared, problems, max_box, max_score
 
 
