@@ -77,6 +77,8 @@ def test_fp32_is_asked_for_even_where_openvino_would_pick_bf16(exported):
     ref = OnnxRunner(out, threads=1)(batch)
     exact = _runner(out, threads=1)
     assert exact.precision == "fp32" and exact.threads == 1 and _conv_precisions(exact) == {"f32"}
+    assert str(exact.compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
+    assert exact.compiled.get_property("NUM_STREAMS") == 1 and exact.compiled.get_property("ENABLE_CPU_PINNING") is False
     for a, b in zip(ref, exact(batch)):
         np.testing.assert_allclose(b, a, atol=1e-4, rtol=1e-4)
     # what OpenVINO does by itself on this CPU (bf16 where it has bf16 units), and the opt-in
