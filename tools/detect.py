@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", required=True, help="0 | /dev/video1 | file.mp4 | rtsp://... | DIR | image.jpg")
     parser.add_argument("--checkpoint", required=True, help="an ssdlite .pt checkpoint, an exported .onnx, or published weights by name (coco; see `ssdlite weights`)")
-    parser.add_argument("--backend", choices=backend_names(), default=None, help="default: the one that runs the file (onnxruntime for .onnx, torch for .pt)")
+    parser.add_argument("--backend", choices=backend_names(auto=True), default=None,
+                        help="default: the one that runs the file (onnxruntime for .onnx, torch for .pt); "
+                             "auto: the fastest installed one for the file, measured once and cached")
     parser.add_argument("--score", type=float, default=0.3, help="score threshold (default: 0.3)")
     parser.add_argument("--nms", type=float, default=None, help="NMS IoU threshold (default: the model's)")
     parser.add_argument("--classes", default=None, help="keep only these classes, e.g. person,car (names or 0-based indices)")
@@ -66,7 +68,8 @@ def main(args: argparse.Namespace) -> int:
     except BaseException:
         source.close()
         raise
-    print(f"detect: {args.checkpoint} ({detector.backend}) on {args.source}", file=sys.stderr)
+    why = f"; auto: {detector.backend_choice.reason}" if detector.backend_choice else ""
+    print(f"detect: {args.checkpoint} ({detector.backend} {detector.precision}{why}) on {args.source}", file=sys.stderr)
     stats = run_detection(
         detector,
         source,

@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "YOLO train/val/test (default: val)")
     add_config_args(parser)
     add_runtime_args(parser)
-    parser.add_argument("--backend", choices=backend_names(), default=None,
-                        help="inference back end (default: the one that runs the file: onnxruntime for .onnx, else torch)")
+    parser.add_argument("--backend", choices=backend_names(auto=True), default=None,
+                        help="inference back end (default: the one that runs the file: onnxruntime for .onnx, else torch; "
+                             "auto: the fastest installed one for the file, measured once and cached)")
     parser.add_argument("--score-thresh", type=float, default=None,
                         help="detection score threshold (default: the config's postprocess.score_thresh)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
@@ -124,7 +125,13 @@ def predict_results(args: argparse.Namespace) -> tuple[list[dict], object]:
         cfg.postprocess.score_thresh if cfg else None)
     if score_thresh is not None:
         kwargs["score_thresh"] = score_thresh
+    if args.threads:
+        kwargs["threads"] = args.threads
     detector = ssdlite.Detector.from_checkpoint(args.checkpoint, **kwargs)
+    if hasattr(detector, "backend"):
+        choice = getattr(detector, "backend_choice", None)
+        why = f"; auto: {choice.reason}" if choice else ""
+        print(f"eval: {args.checkpoint} ({detector.backend} {detector.precision}{why})", file=sys.stderr)
     names = detector.class_names if split.format != "coco" else None  # the label order of a VOC / YOLO ground truth
     images, annotations = split_ground_truth(split, class_names=names)
     results = predict_coco(detector, images, annotations, batch_size=args.batch_size)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Backend", "BACKENDS", "MissingExtra", "backend_names", "default_backend", "check_backend", "require", "make_runner", "installed"]
+__all__ = ["AUTO", "Backend", "BACKENDS", "MissingExtra", "backend_names", "default_backend", "check_backend", "require", "make_runner", "installed"]
 
 
 class MissingExtra(ImportError):
@@ -40,13 +40,18 @@ BACKENDS: dict[str, Backend] = {
         Backend("torch", (), None, None, None, "PyTorch eager (BN folded, channels_last)"),
         Backend("onnxruntime", (".onnx",), "onnxruntime", None, "ssdlite.deploy.onnx_runtime:OnnxRunner",
                 "ONNX Runtime on the CPU, reading an exported .onnx"),
+        Backend("openvino", (".onnx",), "openvino", "openvino", "ssdlite.deploy.openvino_runtime:OpenVinoRunner",
+                "OpenVINO on the CPU, reading an exported .onnx (fp32 unless precision='bf16'; QDQ files run int8)"),
     )
 }
 
 
-def backend_names() -> list[str]:
-    """The ``--backend`` choices of every tool."""
-    return list(BACKENDS)
+AUTO = "auto"  # Detector.from_checkpoint(backend="auto"): the fastest installed one, measured once (deploy/auto.py)
+
+
+def backend_names(auto: bool = False) -> list[str]:
+    """The ``--backend`` choices of every tool (with ``"auto"`` last where a tool runs ``Detector.from_checkpoint``)."""
+    return [*BACKENDS, AUTO] if auto else list(BACKENDS)
 
 
 def installed(name: str) -> bool:

@@ -217,6 +217,8 @@ class Detector:
                 # the postprocess is tiny: a second torch thread pool only fights ONNX Runtime's threads
                 torch.set_num_threads(1)
         self.runner = runner
+        self.precision: str = getattr(runner, "precision", "fp32")  # what the network's arithmetic runs in
+        self.backend_choice = None  # backend="auto": the Choice (which back end, why)
         own = tuple(getattr(runner, "input_size", self.input_size))
         if own != self.input_size:
             raise ValueError(f"the config's model.input_size {list(self.input_size)} is not the network's {list(own)}")
@@ -243,22 +245,34 @@ class Detector:
         ``weights_dir`` or the torch.hub cache, verified, converted once).
 
         ``backend``: one of :data:`ssdlite.deploy.backends.BACKENDS`; by default the one that runs
-        the file's kind (``"onnxruntime"`` for ``.onnx``, ``"torch"`` for checkpoints).
+        the file's kind (``"onnxruntime"`` for ``.onnx``, ``"torch"`` for checkpoints). ``"auto"``:
+        the fastest installed back end for the file on this machine, measured once (a few seconds)
+        and cached (:mod:`ssdlite.deploy.auto`); for a ``.pt`` checkpoint that is torch, since the
+        other back ends run an export (``ssdlite export``). ``det.backend_choice`` says why.
         """
         from ssdlite.model.pretrained import resolve_checkpoint
 
         path = resolve_checkpoint(path, weights_dir)
         from ssdlite.deploy.backends import check_backend, default_backend, make_runner
 
+        choice = None
+        if backend == "auto":
+            from ssdlite.deploy.auto import choose_backend
+
+            choice = choose_backend(path, threads)
+            backend = choice.backend
         backend = backend or default_backend(path)
         check_backend(backend, path)
         if backend != "torch":
             runner = make_runner(backend, path, threads=threads)
-            return cls(None, runner.config(overrides), runner=runner, **kwargs)
-        from ssdlite.model.checkpoint import load_model
+            det = cls(None, runner.config(overrides), runner=runner, **kwargs)
+        else:
+            from ssdlite.model.checkpoint import load_model
 
-        model, cfg = load_model(path, overrides)
-        return cls(model, cfg, device=device, threads=threads, **kwargs)
+            model, cfg = load_model(path, overrides)
+            det = cls(model, cfg, device=device, threads=threads, **kwargs)
+        det.backend_choice = choice
+        return det
 
     def raw(self, batch: np.ndarray):
         """Network outputs ``(cls_logits (N, A, C+1), box_deltas (N, A, 4))`` of a preprocessed batch."""
