@@ -15,6 +15,8 @@ calibration method). :func:`ssdlite.eval.int8.export_int8` runs them under an ac
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import tempfile
 import time
@@ -33,12 +35,13 @@ __all__ = ["Recipe", "RECIPES", "QUANT_KEY", "CALIBRATIONS", "KEEP_FLOAT_ROLES",
 QUANT_KEY = "ssdlite.quantization"  # metadata key of the quantization record (JSON)
 CALIBRATIONS = ("minmax", "entropy", "percentile")
 ACTIVATION_TYPES = ("quint8", "qint8")
+OP_SETS: dict[str, tuple[str, ...] | None] = {"all": None, "conv": ("Conv", "Add")}
 # what can be kept in float, found in the graph by structure (not by layer names)
 KEEP_FLOAT_ROLES = {
     "first_conv": "the first convolution (reads the normalized image)",
     "head_outputs": "the last convolution of every class / box predictor (the raw outputs)",
     "squeeze_excite": "MobileNetV3 squeeze-excite blocks (pool, two 1x1 convs, gate multiply)",
-    "hardswish_inputs": "the convolutions that feed a hard-swish (their int8 output cannot be fused)",
+    "hardswish": "MobileNetV3 hard-swish activations, x * hardsigmoid(x) (and the convolutions feeding them)",
 }
 
 
@@ -50,7 +53,8 @@ class Recipe:
     ``minmax``, ``entropy`` or ``percentile`` (``percentile`` of ``|x|``). ``activations``:
     ``quint8`` (asymmetric, ONNX Runtime's x86 choice) or ``qint8``; ``symmetric``: activation
     ranges centred on 0. Weights are always symmetric int8. ``keep_float``: roles of
-    :data:`KEEP_FLOAT_ROLES` left in fp32.
+    :data:`KEEP_FLOAT_ROLES` left in fp32. ``ops``: the operator types quantized, a key of
+    :data:`OP_SETS` (``all``: every type ONNX Runtime can; ``conv``: convolutions and residual adds only).
     """
 
     name: str
@@ -60,12 +64,15 @@ class Recipe:
     symmetric: bool = False
     keep_float: tuple[str, ...] = ()
     percentile: float = 99.999
+    ops: str = "all"
 
     def __post_init__(self) -> None:
         if self.calibration not in CALIBRATIONS:
             raise ValueError(f"recipe {self.name}: calibration {self.calibration!r} is not one of {list(CALIBRATIONS)}")
         if self.activations not in ACTIVATION_TYPES:
             raise ValueError(f"recipe {self.name}: activations {self.activations!r} is not one of {list(ACTIVATION_TYPES)}")
+        if self.ops not in OP_SETS:
+            raise ValueError(f"recipe {self.name}: ops {self.ops!r} is not one of {list(OP_SETS)}")
         unknown = [r for r in self.keep_float if r not in KEEP_FLOAT_ROLES]
         if unknown:
             raise ValueError(f"recipe {self.name}: keep_float {unknown} are not among {list(KEEP_FLOAT_ROLES)}")
@@ -74,8 +81,9 @@ class Recipe:
         """One line: ``per-channel, minmax, quint8, float: first_conv + head_outputs``."""
         cal = f"percentile {self.percentile}" if self.calibration == "percentile" else self.calibration
         kept = " + ".join(self.keep_float) if self.keep_float else "none"
+        ops = "" if self.ops == "all" else f", int8 ops: {' + '.join(OP_SETS[self.ops] or ())}"
         return (f"{'per-channel' if self.per_channel else 'per-tensor'} weights, {cal}, {self.activations}"
-                f"{' symmetric' if self.symmetric else ''} activations, float: {kept}")
+                f"{' symmetric' if self.symmetric else ''} activations, float: {kept}{ops}")
 
 
 def _r(name: str, **kw: Any) -> Recipe:
@@ -101,7 +109,7 @@ RECIPES: dict[str, tuple[Recipe, ...]] = {
         _r("v3-default", keep_float=("head_outputs",)),
         _r("v3-percentile", calibration="percentile", keep_float=("head_outputs",)),
         _r("v3-float-se", keep_float=("first_conv", "head_outputs", "squeeze_excite")),
-        _r("v3-float-se-hswish", keep_float=("first_conv", "head_outputs", "squeeze_excite", "hardswish_inputs")),
+        _r("v3-float-se-hswish", keep_float=("first_conv", "head_outputs", "squeeze_excite", "hardswish")),
     ),
 }
 RECIPES["other"] = RECIPES["v2"]
@@ -234,10 +242,21 @@ def float_nodes(model: Any, roles: Sequence[str]) -> list[str]:
                     names += [n.name for n in path]
                     break
                 frontier = [o for c in nxt for o in c.output]
-    if "hardswish_inputs" in roles:
+    if "hardswish" in roles:  # HardSwish(x), or Mul(x, HardSigmoid(x)) as ONNX Runtime's optimizer rewrites it
         for n in graph.node:
-            if n.op_type == "HardSwish" and n.input[0] in producer and producer[n.input[0]].op_type == "Conv":
-                names.append(producer[n.input[0]].name)
+            x = None
+            if n.op_type == "HardSwish":
+                x = n.input[0]
+            elif n.op_type == "Mul" and len(n.input) == 2:
+                for a, b in (n.input, n.input[::-1]):
+                    gate = producer.get(b)
+                    if gate is not None and gate.op_type == "HardSigmoid" and gate.input[0] == a:
+                        x = a
+                        names.append(gate.name)
+            if x is not None:
+                names.append(n.name)
+                if x in producer and producer[x].op_type == "Conv":
+                    names.append(producer[x].name)
     return list(dict.fromkeys(names))
 
 
@@ -280,7 +299,7 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, batch: np.ndarray
         kept = float_nodes(model, recipe.keep_float)
         cache = None
         if cache_dir is not None:
-            cache = Path(cache_dir) / f"ranges_{recipe.calibration}_{recipe.percentile}_{len(batch)}.json"
+            cache = Path(cache_dir) / f"ranges_{recipe.calibration}_{recipe.percentile}_{recipe.ops}_{len(batch)}.json"
         quantized = Path(tmp) / "int8.onnx"
         extra = {
             "ActivationSymmetric": recipe.symmetric,
@@ -289,17 +308,19 @@ def quantize_onnx(fp32_path: str | Path, out_path: str | Path, batch: np.ndarray
         }
         if recipe.calibration == "percentile":
             extra["CalibPercentile"] = recipe.percentile
-        quantize_static(
-            str(prepared), str(quantized), _Reader(batch, model.graph.input[0].name),
-            quant_format=QuantFormat.QDQ,
-            per_channel=recipe.per_channel,
-            activation_type=QuantType.QUInt8 if recipe.activations == "quint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=kept,
-            calibrate_method=_calibration_method(recipe),
-            extra_options=extra,
-            calibration_cache_path=cache,
-        )
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
+            quantize_static(
+                str(prepared), str(quantized), _Reader(batch, model.graph.input[0].name),
+                quant_format=QuantFormat.QDQ,
+                per_channel=recipe.per_channel,
+                activation_type=QuantType.QUInt8 if recipe.activations == "quint8" else QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=kept,
+                op_types_to_quantize=list(OP_SETS[recipe.ops]) if OP_SETS[recipe.ops] else None,
+                calibrate_method=_calibration_method(recipe),
+                extra_options=extra,
+                calibration_cache_path=cache,
+            )
         result = onnx.load(str(quantized))
     info = {
         "format": "onnx-qdq",

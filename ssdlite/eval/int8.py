@@ -233,8 +233,24 @@ def export_int8(
 
 
 def export_int8_file(checkpoint: str | Path, out: str | Path, *, opset: int = 17, dynamic_batch: bool = False,
-                     with_nms: bool = False, **options: Any) -> Path:
-    """The ``int8`` exporter of the ``onnx`` row of :data:`ssdlite.deploy.formats.EXPORT_FORMATS`."""
+                     with_nms: bool = False, json_out: str | Path | None = None, **options: Any) -> Path:
+    """The ``int8`` exporter of the ``onnx`` row of :data:`ssdlite.deploy.formats.EXPORT_FORMATS`:
+    :func:`export_int8`, its report written as JSON to ``json_out`` (also when refused)."""
     if dynamic_batch or with_nms:
         raise ValueError("--int8 writes the raw-output batch-1 graph: drop --dynamic-batch / --with-nms")
-    return Path(export_int8(checkpoint, out, opset=opset, **options).path)
+    try:
+        report = export_int8(checkpoint, out, opset=opset, **options)
+    except AccuracyBoundError as e:
+        _write_report(e.report, json_out)
+        raise
+    _write_report(report, json_out)
+    return Path(report.path)
+
+
+def _write_report(report: Int8Report, json_out: str | Path | None) -> None:
+    if json_out:
+        import json
+
+        from ssdlite.files import atomic_write
+
+        atomic_write(json_out, lambda f: f.write(json.dumps(asdict(report), indent=2).encode()))
