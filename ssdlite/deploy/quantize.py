@@ -90,26 +90,32 @@ def _r(name: str, **kw: Any) -> Recipe:
     return Recipe(name, **kw)
 
 
-# The chosen recipe of each family first, then the fallbacks in the order they are tried.
-# Measured (README "int8"): per-tensor weights lose most on every family (BN folded into
-# depthwise convs gives channels of very different ranges); keeping the predictors' last convs
-# in float costs little time and protects the raw logits.
+# The chosen recipe of each family first, then the fallbacks in the order they are tried (each costs
+# one quantization and one evaluation). Measured (README "int8", `ssdlite benchmark int8 --recipes all`)
+# on the trained V3-Small models: per-tensor weights lose 3x more AP than per-channel (1.3 vs 0.4 AP
+# on the shapes model: BN folded into depthwise convs gives channels of very different ranges);
+# qint8 (symmetric) activations lose more and run 2-5x slower in ONNX Runtime on x86 (no u8s8 kernel);
+# percentile beats entropy and minmax on the model whose activations have outliers (tiny80);
+# keeping the hard-swish / squeeze-excite parts of V3 in float is the largest single gain there
+# (7.8 -> 2.8 AP lost) and costs little time, since ONNX Runtime runs hard-swish in float anyway.
+# V1 / V2 (ReLU6 only, no hard-swish / SE) had no trained model to measure: they get the same
+# per-channel / minmax / float-predictor recipe, then percentile, then float first conv as well.
 RECIPES: dict[str, tuple[Recipe, ...]] = {
     "v1": (
         _r("v1-default", keep_float=("head_outputs",)),
         _r("v1-percentile", calibration="percentile", keep_float=("head_outputs",)),
-        _r("v1-float-ends", keep_float=("first_conv", "head_outputs")),
+        _r("v1-float-ends", calibration="percentile", keep_float=("first_conv", "head_outputs")),
     ),
     "v2": (
         _r("v2-default", keep_float=("head_outputs",)),
         _r("v2-percentile", calibration="percentile", keep_float=("head_outputs",)),
-        _r("v2-float-ends", keep_float=("first_conv", "head_outputs")),
+        _r("v2-float-ends", calibration="percentile", keep_float=("first_conv", "head_outputs")),
     ),
     "v3": (
         _r("v3-default", keep_float=("head_outputs",)),
-        _r("v3-percentile", calibration="percentile", keep_float=("head_outputs",)),
-        _r("v3-float-se", keep_float=("first_conv", "head_outputs", "squeeze_excite")),
-        _r("v3-float-se-hswish", keep_float=("first_conv", "head_outputs", "squeeze_excite", "hardswish")),
+        _r("v3-float-hswish-se", keep_float=("first_conv", "head_outputs", "squeeze_excite", "hardswish")),
+        _r("v3-percentile-float-hswish-se", calibration="percentile",
+           keep_float=("first_conv", "head_outputs", "squeeze_excite", "hardswish")),
     ),
 }
 RECIPES["other"] = RECIPES["v2"]

@@ -40,17 +40,25 @@ STUDY: tuple[Recipe, ...] = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", nargs=4, action="append", required=True,
+    parser.add_argument("--model", nargs=4, action="append", default=[],
                         metavar=("LABEL", "CHECKPOINT", "CALIBRATION", "ANNOTATIONS"),
                         help="a trained model, its calibration images (folder or val) and the COCO json to score on; repeat")
     parser.add_argument("--val-images", action="append", default=None, metavar="DIR",
                         help="the images of each --model's ANNOTATIONS, in order (default: its CALIBRATION folder)")
     parser.add_argument("--count", type=int, default=200, help="calibration images (default: 200)")
+    parser.add_argument("--max-ap-drop", type=float, default=0.01,
+                        help="the export's bound (default 0.01); a model refused under it is scored with its best attempt")
     parser.add_argument("--recipes", choices=("chosen", "all"), default="chosen",
                         help="chosen: the export's own recipe search; all: also every recipe of the study table")
     parser.add_argument("--threads", type=int, default=2, help="threads per runner (default: 2)")
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds, runners alternating (default: 5)")
     parser.add_argument("--iters", type=int, default=20, help="timed forward passes per runner per round (default: 20)")
+    parser.add_argument("--configs", nargs="*", default=None, metavar="YAML",
+                        help="also time fp32 vs int8 (each family's chosen recipe) for these configs, as lively random "
+                             "models calibrated on --photos (no trained weights: speed and raw-output SQNR only); "
+                             "no value: the six ssdlite320 paper configs")
+    parser.add_argument("--photos", default=None, metavar="DIR",
+                        help="images for --configs' calibration (default: the shared coco_tiny80 val2017, else generated)")
     parser.add_argument("--out-dir", default=None, help="keep the exported files here (default: a temporary folder)")
     parser.add_argument("--json-out", default=None, help="write every figure as JSON here")
 
@@ -97,7 +105,7 @@ def _sets(args: argparse.Namespace, i: int, calibration: str, annotations: str, 
 def _one_model(args: argparse.Namespace, i: int, spec: list[str], out_dir: Path) -> dict:
     from ssdlite.deploy.backends import installed
     from ssdlite.deploy.export import export_onnx
-    from ssdlite.deploy.quantize import calibration_images, load_calibration, quantize_onnx
+    from ssdlite.deploy.quantize import calibration_images, load_calibration, quantize_onnx, recipes_for
     from ssdlite.eval.int8 import AccuracyBoundError, export_int8
     from ssdlite.model.checkpoint import load_model
 
@@ -110,15 +118,19 @@ def _one_model(args: argparse.Namespace, i: int, spec: list[str], out_dir: Path)
                  "width_mult": cfg.model.backbone.width_mult, "reduced_tail": cfg.model.backbone.reduced_tail,
                  "input_size": list(cfg.model.input_size), "annotations": str(gt) if not isinstance(gt, dict) else "val"}
     val = None if calibration == "val" and annotations == "val" else (annotations if annotations != "val" else "val")
+    kwargs = dict(calibration=calibration, count=args.count, val=val, val_images=images if val not in (None, "val") else None,
+                  threads=args.threads, echo=lambda line: print(f"  [{label}] {line}"))
     try:
-        rep = export_int8(checkpoint, int8, calibration=calibration, count=args.count, val=val,
-                          val_images=images if val not in (None, "val") else None, threads=args.threads,
-                          echo=lambda line: print(f"  [{label}] {line}"))
-        row["int8_recipe"] = rep.chosen.recipe
+        rep = export_int8(checkpoint, int8, max_ap_drop=args.max_ap_drop, **kwargs)
+        row["int8_recipe"], row["int8_status"] = rep.chosen.recipe, f"within {args.max_ap_drop}"
         row["attempts"] = [a.__dict__ for a in rep.attempts]
     except AccuracyBoundError as e:
         print(f"  [{label}] {e}")
-        row["int8_recipe"], row["attempts"] = None, [a.__dict__ for a in e.report.attempts]
+        row["attempts"] = [a.__dict__ for a in e.report.attempts]
+        best = min(e.report.attempts, key=lambda a: a.drop)
+        recipe = next(r for r in recipes_for(cfg.model.backbone.name) if r.name == best.recipe)
+        export_int8(checkpoint, int8, max_ap_drop=None, recipes=[recipe], **kwargs)  # scored below, marked refused
+        row["int8_recipe"], row["int8_status"] = best.recipe, f"REFUSED by export at {args.max_ap_drop}; best attempt shown"
     backends = [b for b in ("onnxruntime", "openvino") if installed(b)]
     files = {"fp32": fp32, **({"int8": int8} if int8.is_file() else {})}
     runners = {f"{b}/{p}": _runner(b, f, args.threads) for b in backends for p, f in files.items()}
@@ -148,6 +160,65 @@ def _one_model(args: argparse.Namespace, i: int, spec: list[str], out_dir: Path)
     return row
 
 
+def _photos(folder: str | None, count: int) -> list[Any]:
+    from ssdlite._paths import shared_data_dir
+    from ssdlite.data.images import load_image
+    from ssdlite.deploy.quantize import calibration_images
+
+    if folder is None and shared_data_dir() is not None and (shared_data_dir() / "coco_tiny80" / "val2017").is_dir():
+        folder = str(shared_data_dir() / "coco_tiny80" / "val2017")
+    if folder is None:
+        raise ValueError("--configs needs --photos DIR (real images to calibrate on)")
+    return [load_image(p) for p in calibration_images(folder, count)]
+
+
+def _speed_rows(args: argparse.Namespace, out_dir: Path) -> list[dict]:
+    """fp32 vs int8 network time (and raw-output SQNR) of lively random models of ``--configs``, per back end."""
+    import numpy as np
+
+    from ssdlite._paths import REPO_ROOT
+    from ssdlite.apps.bench.lively import lively_random_model
+    from ssdlite.config import load_config
+    from ssdlite.deploy.backends import installed
+    from ssdlite.deploy.detector import preprocess
+    from ssdlite.deploy.export import export_onnx
+    from ssdlite.deploy.quantize import quantize_onnx, recipes_for
+
+    paths = args.configs or sorted(str(p) for p in (REPO_ROOT / "configs").glob("ssdlite320_*.yaml"))
+    images = _photos(args.photos, min(args.count, 64))
+    rows = []
+    for path in paths:
+        cfg = load_config(path)
+        name = Path(path).stem
+        model = lively_random_model(cfg, images[:16], candidates=10.0, score_thresh=cfg.postprocess.score_thresh)
+        fp32 = export_onnx(model, cfg, out_dir / f"{name}_fp32.onnx")
+        batch, _ = preprocess(images, tuple(cfg.model.input_size), cfg.preprocess)
+        recipe = recipes_for(cfg.model.backbone.name)[0]
+        int8 = quantize_onnx(fp32, out_dir / f"{name}_int8.onnx", batch, recipe)
+        runners = {f"{b}/{p}": _runner(b, f, args.threads) for b in ("onnxruntime", "openvino") if installed(b)
+                   for p, f in (("fp32", fp32), ("int8", int8))}
+        a, b = runners["onnxruntime/fp32"](batch[:8]), runners["onnxruntime/int8"](batch[:8])
+        sqnr = [float(10 * np.log10(np.sum(x.astype(np.float64) ** 2) / np.sum((x.astype(np.float64) - y) ** 2)))
+                for x, y in zip(a, b)]
+        ms = time_runners(runners, batch[:1], args.rounds, args.iters)
+        rows.append({"config": name, "recipe": recipe.name, "sqnr_db": sqnr, "ms": ms})
+        print(f"  [{name}] {recipe.name}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in ms.items()))
+    return rows
+
+
+def _print_speed(rows: list[dict]) -> None:
+    keys = list(rows[0]["ms"])
+    print("\nnetwork ms per frame (batch 1), lively random weights; SQNR of int8 raw outputs vs fp32 (cls, box):")
+    print("| config | int8 recipe | " + " | ".join(keys) + " | " + " | ".join(f"{k.split('/')[0]} int8 speed-up" for k in keys
+                                                                           if k.endswith("int8")) + " | SQNR dB |")
+    print("| --- | --- | " + " | ".join("---:" for _ in keys) + " | " + " | ".join("---:" for k in keys if k.endswith("int8"))
+          + " | ---: |")
+    for r in rows:
+        ups = [r["ms"][k.replace("int8", "fp32")] / r["ms"][k] for k in keys if k.endswith("int8")]
+        print(f"| {r['config']} | {r['recipe']} | " + " | ".join(f"{r['ms'][k]:.2f}" for k in keys) + " | "
+              + " | ".join(f"{u:.2f}x" for u in ups) + f" | {r['sqnr_db'][0]:.1f} / {r['sqnr_db'][1]:.1f} |")
+
+
 def _print(rows: list[dict]) -> None:
     print()
     print("| model | back end | precision ran | AP | AP50 | network ms (batch 1) |")
@@ -156,7 +227,7 @@ def _print(rows: list[dict]) -> None:
         name = f"{row['label']} ({row['backbone']} x{row['width_mult']}{' reduced' if row['reduced_tail'] else ''})"
         for key, r in row["results"].items():
             print(f"| {name} | {key.split('/')[0]} | {r['precision']} | {r['AP']:.4f} | {r['AP50']:.4f} | {r['ms']:.2f} |")
-        print(f"| {name} | int8 recipe chosen | {row['int8_recipe'] or 'refused'} | | | |")
+        print(f"| {name} | int8 recipe | {row['int8_recipe']} ({row['int8_status']}) | | | |")
     for row in rows:
         if "study" not in row:
             continue
@@ -177,8 +248,15 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="ssdlite_int8_bench_") as tmp:
         out_dir = Path(args.out_dir or tmp)
         out_dir.mkdir(parents=True, exist_ok=True)
+        if not args.model and args.configs is None:
+            raise ValueError("give --model LABEL CHECKPOINT CALIBRATION ANNOTATIONS (repeatable) and / or --configs")
         rows = [_one_model(args, i, spec, out_dir) for i, spec in enumerate(args.model)]
-    _print(rows)
+        speed = _speed_rows(args, out_dir) if args.configs is not None else []
+    if rows:
+        _print(rows)
+    if speed:
+        _print_speed(speed)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"machine": cpu_description(), "models": rows}, indent=2, default=str))
+        Path(args.json_out).write_text(json.dumps({"machine": cpu_description(), "models": rows, "speed": speed}, indent=2,
+                                                  default=str))
     return 0
