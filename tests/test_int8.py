@@ -243,3 +243,20 @@ def test_recipes_and_float_nodes_follow_the_graph(lively, tmp_path):
     assert {by_name[n].op_type for n in se} >= {"GlobalAveragePool", "Conv", "Mul"}
     assert all(by_name[n].op_type == "Conv" or "HardSwish" in by_name[n].op_type
                for n in float_nodes(model, ("hardswish",)) if n in by_name)
+
+
+def test_default_calibration_is_the_config_val_split(lively, tmp_path):
+    from ssdlite.config import to_dict
+    from ssdlite.model.checkpoint import load_model
+
+    ckpt, folder, annotations, _ = lively
+    model, cfg = load_model(ckpt)
+    data = to_dict(cfg)
+    data["data"]["val"] = {"images": str(folder), "annotations": str(annotations)}
+    with_val = tmp_path / "with_val.pt"
+    save_checkpoint(with_val, model, from_dict(data))
+    report = export_int8(with_val, tmp_path / "m.onnx", count=4, max_ap_drop=0.5, threads=1)
+    assert report.calibration_images == 4 and "val split" in report.calibration and report.evaluated_images == 10
+    assert report.fp32_ap > 0.99 and report.chosen is not None
+    q = read_quantization(OnnxRunner(tmp_path / "m.onnx").metadata)
+    assert q["calibration_images"] == 4 and q["evaluated_images"] == 10
