@@ -169,17 +169,16 @@ def load_calibration(paths: Iterable[Path], input_size: tuple[int, int], preproc
     """
     from ssdlite.deploy.detector import preprocess
 
-    frames, skipped, tried = [], [], 0
-    for path in paths:
+    inputs, skipped, tried = [], [], 0
+    for path in paths:  # preprocessed one by one: only network-sized copies are kept
         tried += 1
         try:
-            frames.append(load_image(path))
+            inputs.append(preprocess([load_image(path)], input_size, preprocess_cfg)[0])
         except ValueError as e:
             skipped.append(str(e))
-    if not frames:
+    if not inputs:
         raise ValueError(f"none of the {tried} calibration images could be read (first: {skipped[0] if skipped else '-'})")
-    batch = np.concatenate([preprocess([f], input_size, preprocess_cfg)[0] for f in frames])
-    return batch, skipped
+    return np.concatenate(inputs), skipped
 
 
 _CHUNK = 16  # calibration images run per pass (ranges / histograms merged between passes: bounded memory)
