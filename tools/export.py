@@ -11,6 +11,17 @@ scoring clearly above the threshold matches (boxes <= 0.5 px, scores <= 1e-4, sa
 --with-nms puts decoding and ONNX NonMaxSuppression in the graph (outputs boxes, scores,
 labels, batch_index) for runtimes without ssdlite's postprocess; its thresholds are fixed at
 export (--set postprocess.score_thresh=0.3 to change them).
+
+--int8 writes one int8 ONNX file (static QDQ: ONNX Runtime and OpenVINO both run it in int8),
+calibrated on --calibration (a folder of images, or `val`: the config's val split; default val,
+--calibration-count images), and only if its COCO AP is within --max-ap-drop (default 0.01 =
+1 AP point) of the fp32 export's, measured on the val split's annotations (or --val): the
+backbone family's recipes are tried in turn (more layers kept in float, another calibration)
+and the export is refused, listing what each lost, when none fits. A plain image folder has no
+annotations: add --val ANNOTATIONS.json, or --max-ap-drop none to write it unmeasured.
+
+    python tools/export.py --checkpoint best.pt --out m_int8.onnx --int8
+    python tools/export.py --checkpoint best.pt --out m_int8.onnx --int8 --calibration photos/ --val ann.json --val-images imgs/
 """
 
 from __future__ import annotations
@@ -40,8 +51,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for --verify")
     parser.add_argument("--weights-dir", default=None, metavar="DIR",
                         help="where named weights are downloaded and cached (default: $TORCH_HOME/hub/checkpoints)")
-    parser.add_argument("--json-out", default=None, help="write the verification report as JSON here")
+    parser.add_argument("--json-out", default=None, help="write the verification (or --int8) report as JSON here")
+    q = parser.add_argument_group("int8 (--format onnx)")
+    q.add_argument("--int8", action="store_true", help="quantize to int8 (static QDQ) under the --max-ap-drop bound")
+    q.add_argument("--calibration", default="val", metavar="DIR|val",
+                   help="calibration images: a folder, or val (the config's val split; default)")
+    q.add_argument("--calibration-count", type=int, default=200, metavar="N",
+                   help="calibration images, evenly spaced over the folder / split (default: 200)")
+    q.add_argument("--val", default=None, metavar="ANNOTATIONS.json|val",
+                   help="measure the AP bound on these COCO annotations (default: the calibration split's)")
+    q.add_argument("--val-images", default=None, metavar="DIR", help="the images of --val (default: the --calibration folder)")
+    q.add_argument("--max-ap-drop", type=_ap_drop, default=0.01, metavar="AP|none",
+                   help="refuse an int8 model losing more COCO AP than this (absolute; default 0.01 = 1 AP point); "
+                        "none: write it without the bound")
     return parser
+
+
+def _ap_drop(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an AP drop such as 0.01, or none; got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"the AP drop is absolute COCO AP in [0, 1] (0.01 = 1 AP point); got {value}")
+    return value
 
 
 def main(args: argparse.Namespace) -> int:
@@ -57,10 +92,16 @@ def main(args: argparse.Namespace) -> int:
     from ssdlite.model.pretrained import resolve_checkpoint
 
     fmt = format_for(args.format, args.out)
-    export = exporter(fmt)  # a missing converter is one line before anything is built
+    export = exporter(fmt, int8=args.int8)  # a missing converter (or --int8 on another format) is one line
     options = {  # each format's own options
         "onnx": dict(opset=args.opset, dynamic_batch=args.dynamic_batch, with_nms=args.with_nms),
     }[fmt.name]
+    if args.int8:
+        if args.verify:
+            raise ValueError("--verify compares with PyTorch to float precision; an --int8 file is checked by its AP bound "
+                             "(--max-ap-drop) instead: drop --verify")
+        options.update(calibration=args.calibration, count=args.calibration_count, val=args.val, val_images=args.val_images,
+                       max_ap_drop=args.max_ap_drop, threads=args.threads, echo=print, json_out=args.json_out)
     if args.verify and fmt.backend is None:
         raise ValueError(f"--format {fmt.name} cannot be run on this machine, so it cannot be verified; drop --verify")
     checkpoint = resolve_checkpoint(args.checkpoint, args.weights_dir)
@@ -72,6 +113,7 @@ def main(args: argparse.Namespace) -> int:
             save_checkpoint(source, model, cfg)
         out = Path(export(source, args.out, **options))
         detail = f", opset {args.opset}, {'NMS in graph' if args.with_nms else 'raw outputs'}" if fmt.name == "onnx" else ""
+        detail += ", int8 QDQ" if args.int8 else ""
         print(f"export: wrote {out} ({fmt.name}, {out.stat().st_size / 1e6:.1f} MB{detail})")
         if not args.verify:
             return 0

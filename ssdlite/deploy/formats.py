@@ -26,13 +26,15 @@ class ExportFormat:
     exporter: str  # "module:function"
     backend: str | None  # the back end that runs the file (--verify, Detector); None: conversion only
     description: str
+    int8: str | None = None  # "module:function" writing an int8 file of this format (--int8); None: no int8
 
 
 EXPORT_FORMATS: dict[str, ExportFormat] = {
     f.name: f
     for f in (
         ExportFormat("onnx", ".onnx", "onnx", None, "ssdlite.deploy.export:export_onnx_file", "onnxruntime",
-                     "ONNX (BN folded, metadata inside), for ONNX Runtime"),
+                     "ONNX (BN folded, metadata inside), for ONNX Runtime",
+                     int8="ssdlite.eval.int8:export_int8_file"),
     )
 }
 
@@ -55,11 +57,15 @@ def format_for(name: str | None, out: str | Path) -> ExportFormat:
     return EXPORT_FORMATS["onnx"]
 
 
-def exporter(fmt: ExportFormat) -> Callable[..., Any]:
-    """The exporter function of a format, its converter package checked first (one line if missing)."""
+def exporter(fmt: ExportFormat, int8: bool = False) -> Callable[..., Any]:
+    """The exporter function of a format (its int8 exporter with ``int8``), its converter package
+    checked first (one line if missing); ValueError in one line for ``int8`` on a format without one."""
     from ssdlite.deploy.backends import require
 
+    if int8 and fmt.int8 is None:
+        with_int8 = [f.name for f in EXPORT_FORMATS.values() if f.int8]
+        raise ValueError(f"--int8 applies to --format {' / '.join(with_int8)}, not {fmt.name}")
     if fmt.package:
         require(fmt.package, fmt.extra, f"export --format {fmt.name}")
-    module, func = fmt.exporter.split(":")
+    module, func = (fmt.int8 if int8 else fmt.exporter).split(":")
     return getattr(importlib.import_module(module), func)

@@ -9,4 +9,5 @@ BENCHMARKS = {
     "data": ("ssdlite.apps.bench.data", "data pipeline images/s vs torchvision's reference transforms"),
     "paper": ("ssdlite.apps.bench.paper", "the MobileNet papers' detection rows: params, MAdds, paper mAP, our latency per back end"),
     "eval": ("ssdlite.apps.bench.eval", "COCO evaluation time: faster-coco-eval vs pycocotools"),
+    "int8": ("ssdlite.apps.bench.int8", "int8 vs fp32 per back end: COCO AP / AP50 and network time of trained models"),
 }
