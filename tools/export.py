@@ -1,6 +1,7 @@
 """Export a checkpoint to a self-contained file (BN folded; anchors, classes, input size,
 normalization and postprocess settings in the metadata). --format (default: from the --out
-suffix, else onnx): onnx.
+suffix, else onnx): onnx, ncnn (--out model.param: writes model.param + model.bin + model.json, the
+metadata), coreml (--out model.mlpackage; conversion only, it runs on Apple devices).
 
     python tools/export.py --checkpoint runs/x/best.pt --out model.onnx --verify
     python tools/detect.py --checkpoint model.onnx --source 0 --show
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..20 (default: 17)")
     parser.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch dimension (default: batch 1)")
     parser.add_argument("--with-nms", action="store_true", help="decode + NonMaxSuppression in the graph")
+    parser.add_argument("--fp16-weights", action="store_true", help="ncnn: store the weights as fp16 (half the .bin; not bit-exact)")
     parser.add_argument("--verify", action="store_true", help="compare the file in its own runtime with PyTorch on images; fail on mismatch")
     parser.add_argument("--images", nargs="+", default=None, help="images for --verify (default: the shared photos/darknet/*.jpg, else generated scenes)")
     parser.add_argument("--verify-score", type=float, default=None, help="score threshold for --verify (default: the checkpoint's)")
@@ -42,6 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where named weights are downloaded and cached (default: $TORCH_HOME/hub/checkpoints)")
     parser.add_argument("--json-out", default=None, help="write the verification report as JSON here")
     return parser
+
+
+def _written_size(out) -> int:
+    """Bytes of an export: a file, a folder (.mlpackage) or an ncnn .param with its .bin and .json."""
+    if out.is_dir():
+        return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    if out.suffix == ".param":
+        return sum(p.stat().st_size for p in (out, out.with_suffix(".bin"), out.with_suffix(".json")) if p.is_file())
+    return out.stat().st_size
 
 
 def main(args: argparse.Namespace) -> int:
@@ -60,7 +71,11 @@ def main(args: argparse.Namespace) -> int:
     export = exporter(fmt)  # a missing converter is one line before anything is built
     options = {  # each format's own options
         "onnx": dict(opset=args.opset, dynamic_batch=args.dynamic_batch, with_nms=args.with_nms),
+        "ncnn": dict(fp16_weights=args.fp16_weights),
+        "coreml": dict(),
     }[fmt.name]
+    if fmt.name != "onnx" and (args.with_nms or args.dynamic_batch):
+        raise ValueError(f"--with-nms and --dynamic-batch are ONNX options; --format {fmt.name} writes raw outputs for one image")
     if args.verify and fmt.backend is None:
         raise ValueError(f"--format {fmt.name} cannot be run on this machine, so it cannot be verified; drop --verify")
     checkpoint = resolve_checkpoint(args.checkpoint, args.weights_dir)
@@ -72,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
             save_checkpoint(source, model, cfg)
         out = Path(export(source, args.out, **options))
         detail = f", opset {args.opset}, {'NMS in graph' if args.with_nms else 'raw outputs'}" if fmt.name == "onnx" else ""
-        print(f"export: wrote {out} ({fmt.name}, {out.stat().st_size / 1e6:.1f} MB{detail})")
+        print(f"export: wrote {out} ({fmt.name}, {_written_size(out) / 1e6:.1f} MB{detail})")
         if not args.verify:
             return 0
         report = verify_export(out, source, args.images, backend=fmt.backend, threads=args.threads, score_thresh=args.verify_score)

@@ -40,6 +40,8 @@ BACKENDS: dict[str, Backend] = {
         Backend("torch", (), None, None, None, "PyTorch eager (BN folded, channels_last)"),
         Backend("onnxruntime", (".onnx",), "onnxruntime", None, "ssdlite.deploy.onnx_runtime:OnnxRunner",
                 "ONNX Runtime on the CPU, reading an exported .onnx"),
+        Backend("ncnn", (".param",), "ncnn", "ncnn", "ssdlite.deploy.ncnn_runtime:NcnnRunner",
+                "ncnn on the CPU (fp32), reading an ncnn export (model.param + .bin + .json)"),
     )
 }
 
