@@ -79,7 +79,7 @@ def add_timing_arguments(parser: argparse.ArgumentParser, frames: int) -> None:
     parser.add_argument("--threads", type=int, default=2, help="threads of every contender (default: 2)")
     parser.add_argument("--score", type=float, default=0.3, help="score threshold of every contender (default: 0.3)")
     parser.add_argument("--spinning", action="store_true", help="let ONNX Runtime's idle threads spin (its default; off here)")
-    parser.add_argument("--ort-torch-threads", type=int, default=1, help="torch threads (postprocess only) of the ONNX Runtime contenders (default: 1)")
+    parser.add_argument("--ort-torch-threads", type=int, default=1, help="torch threads (postprocess only) of the ONNX Runtime and ncnn contenders (default: 1)")
     parser.add_argument(
         "--omp-wait-policy", choices=["PASSIVE", "ACTIVE", "default"], default="PASSIVE",
         help="OMP_WAIT_POLICY of every contender (default: PASSIVE: idle OpenMP threads sleep instead of spinning; "
@@ -176,6 +176,10 @@ def ours_spec(name: str, model: Any, cfg: Any, backend: str, common: dict[str, A
     spec = {**common, "name": name, "kind": "ssdlite", "backend": backend, "checkpoint": str(ckpt)}
     if backend == "onnxruntime":
         spec["checkpoint"] = str(export_onnx(ckpt, None, work / f"{name}.onnx"))
+    elif backend == "ncnn":  # model.param + .bin + .json, fp32 as the runner's default
+        from ssdlite.deploy.export_ncnn import export_ncnn
+
+        spec["checkpoint"] = str(export_ncnn(ckpt, None, work / f"{name}.param"))
     return spec
 
 
@@ -301,9 +305,9 @@ def _child(spec_json: str) -> None:
     import cv2
     import torch
 
-    # ONNX Runtime contenders use torch only for the small postprocess: one torch thread, so that
+    # ONNX Runtime (and ncnn) contenders use torch only for the small postprocess: one torch thread, so that
     # a second 2-thread pool does not fight ONNX Runtime's (--ort-torch-threads to change).
-    torch.set_num_threads(int(spec["ort_torch_threads"]) if spec["backend"] == "onnxruntime" else threads)
+    torch.set_num_threads(int(spec["ort_torch_threads"]) if spec["backend"] in ("onnxruntime", "ncnn") else threads)
     cv2.setNumThreads(threads)
     frames = np.load(spec["frames"])
     stages = _torchvision_stages(spec) if spec["kind"] == "torchvision" else _ours_stages(spec)
