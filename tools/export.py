@@ -25,7 +25,7 @@ from ssdlite.deploy.formats import format_names
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="an ssdlite .pt checkpoint or published weights by name (coco)")
-    parser.add_argument("--out", "--output", dest="out", required=True, help="the file to write (.onnx, ...)")
+    parser.add_argument("--out", "--output", dest="out", required=True, help="the file to write: model.onnx, model.param (ncnn: + model.bin, model.json) or model.mlpackage")
     parser.add_argument("--format", choices=format_names(), default=None,
                         help="export format (default: the one whose suffix --out has, else onnx)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..20 (default: 17)")
