@@ -169,3 +169,16 @@ def test_missing_extra_is_one_line(monkeypatch, tmp_path):
         with pytest.raises(MissingExtra) as e:
             call()
         assert "\n" not in str(e.value) and "pip install 'ssdlite[ncnn]'" in str(e.value)
+
+
+def test_latency_benchmark_builds_and_times_an_ncnn_contender(exported, tmp_path):
+    """``benchmark latency --backends ncnn``: the contender spec points at the ncnn files and its stages run."""
+    from ssdlite.apps.bench.latency import _ours_stages, ours_spec
+
+    ckpt, _, images = exported
+    model, cfg = load_model(ckpt)
+    common = {"threads": 1, "score": 0.1, "spinning": False}
+    spec = ours_spec("small", model.eval(), cfg, "ncnn", common, tmp_path)
+    assert spec["checkpoint"] == str(tmp_path / "small.param") and (tmp_path / "small.bin").is_file()
+    t0, t1, t2, t3, n = _ours_stages(spec)(images[0])
+    assert t0 <= t1 <= t2 <= t3 and n > 0
