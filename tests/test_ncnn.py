@@ -182,3 +182,19 @@ def test_latency_benchmark_builds_and_times_an_ncnn_contender(exported, tmp_path
     assert spec["checkpoint"] == str(tmp_path / "small.param") and (tmp_path / "small.bin").is_file()
     t0, t1, t2, t3, n = _ours_stages(spec)(images[0])
     assert t0 <= t1 <= t2 <= t3 and n > 0
+
+
+def test_fp16_weights_halve_the_bin(exported, tmp_path):
+    from ssdlite.deploy.export_ncnn import export_ncnn
+    from ssdlite.deploy.ncnn_runtime import NcnnRunner
+
+    ckpt, out, images = exported
+    half = export_ncnn(ckpt, None, tmp_path / "half.param", fp16_weights=True)
+    ratio = half.with_suffix(".bin").stat().st_size / out.with_suffix(".bin").stat().st_size
+    assert 0.45 < ratio < 0.55, ratio
+    runner = NcnnRunner(out, threads=1)
+    batch, _ = preprocess(images[:1], runner.input_size, runner.config().preprocess)
+    full, approx = runner(batch), NcnnRunner(half, threads=1)(batch)
+    scale = max(float(np.abs(x).max()) for x in full)
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(full, approx))
+    assert 1e-5 < diff < 0.1 * scale, (diff, scale)  # rounded weights: close, not equal
