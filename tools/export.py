@@ -78,6 +78,12 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--with-nms and --dynamic-batch are ONNX options; --format {fmt.name} writes raw outputs for one image")
     if args.verify and fmt.backend is None:
         raise ValueError(f"--format {fmt.name} cannot be run on this machine, so it cannot be verified; drop --verify")
+    if args.verify:  # the runtime that verifies is checked before anything is built, too
+        from ssdlite.deploy.backends import BACKENDS, require
+
+        row = BACKENDS[fmt.backend]
+        if row.package:
+            require(row.package, row.extra, f"export --format {fmt.name} --verify")
     checkpoint = resolve_checkpoint(args.checkpoint, args.weights_dir)
     with tempfile.TemporaryDirectory(prefix="ssdlite_export_") as tmp:
         source = checkpoint
