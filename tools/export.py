@@ -1,6 +1,7 @@
 """Export a checkpoint to a self-contained file (BN folded; anchors, classes, input size,
 normalization and postprocess settings in the metadata). --format (default: from the --out
-suffix, else onnx): onnx.
+suffix, else onnx): onnx, ncnn (--out model.param: writes model.param + model.bin + model.json, the
+metadata), coreml (--out model.mlpackage; conversion only, it runs on Apple devices).
 
     python tools/export.py --checkpoint runs/x/best.pt --out model.onnx --verify
     python tools/detect.py --checkpoint model.onnx --source 0 --show
@@ -35,12 +36,13 @@ from ssdlite.deploy.formats import format_names
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="an ssdlite .pt checkpoint or published weights by name (coco)")
-    parser.add_argument("--out", "--output", dest="out", required=True, help="the file to write (.onnx, ...)")
+    parser.add_argument("--out", "--output", dest="out", required=True, help="the file to write: model.onnx, model.param (ncnn: + model.bin, model.json) or model.mlpackage")
     parser.add_argument("--format", choices=format_names(), default=None,
                         help="export format (default: the one whose suffix --out has, else onnx)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..20 (default: 17)")
     parser.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch dimension (default: batch 1)")
     parser.add_argument("--with-nms", action="store_true", help="decode + NonMaxSuppression in the graph")
+    parser.add_argument("--fp16-weights", action="store_true", help="ncnn: store the weights as fp16 (half the .bin; not bit-exact)")
     parser.add_argument("--verify", action="store_true", help="compare the file in its own runtime with PyTorch on images; fail on mismatch")
     parser.add_argument("--images", nargs="+", default=None, help="images for --verify (default: the shared photos/darknet/*.jpg, else generated scenes)")
     parser.add_argument("--verify-score", type=float, default=None, help="score threshold for --verify (default: the checkpoint's)")
@@ -77,6 +79,13 @@ def _ap_drop(text: str) -> float | None:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"the AP drop is absolute COCO AP in [0, 1] (0.01 = 1 AP point); got {value}")
     return value
+def _written_size(out) -> int:
+    """Bytes of an export: a file, a folder (.mlpackage) or an ncnn .param with its .bin and .json."""
+    if out.is_dir():
+        return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    if out.suffix == ".param":
+        return sum(p.stat().st_size for p in (out, out.with_suffix(".bin"), out.with_suffix(".json")) if p.is_file())
+    return out.stat().st_size
 
 
 def main(args: argparse.Namespace) -> int:
@@ -95,6 +104,8 @@ def main(args: argparse.Namespace) -> int:
     export = exporter(fmt, int8=args.int8)  # a missing converter (or --int8 on another format) is one line
     options = {  # each format's own options
         "onnx": dict(opset=args.opset, dynamic_batch=args.dynamic_batch, with_nms=args.with_nms),
+        "ncnn": dict(fp16_weights=args.fp16_weights),
+        "coreml": dict(),
     }[fmt.name]
     if args.int8:
         if args.verify:
@@ -102,8 +113,16 @@ def main(args: argparse.Namespace) -> int:
                              "(--max-ap-drop) instead: drop --verify")
         options.update(calibration=args.calibration, count=args.calibration_count, val=args.val, val_images=args.val_images,
                        max_ap_drop=args.max_ap_drop, threads=args.threads, echo=print, json_out=args.json_out)
+    if fmt.name != "onnx" and (args.with_nms or args.dynamic_batch):
+        raise ValueError(f"--with-nms and --dynamic-batch are ONNX options; --format {fmt.name} writes raw outputs for one image")
     if args.verify and fmt.backend is None:
         raise ValueError(f"--format {fmt.name} cannot be run on this machine, so it cannot be verified; drop --verify")
+    if args.verify:  # the runtime that verifies is checked before anything is built, too
+        from ssdlite.deploy.backends import BACKENDS, require
+
+        row = BACKENDS[fmt.backend]
+        if row.package:
+            require(row.package, row.extra, f"export --format {fmt.name} --verify")
     checkpoint = resolve_checkpoint(args.checkpoint, args.weights_dir)
     with tempfile.TemporaryDirectory(prefix="ssdlite_export_") as tmp:
         source = checkpoint
@@ -114,7 +133,7 @@ def main(args: argparse.Namespace) -> int:
         out = Path(export(source, args.out, **options))
         detail = f", opset {args.opset}, {'NMS in graph' if args.with_nms else 'raw outputs'}" if fmt.name == "onnx" else ""
         detail += ", int8 QDQ" if args.int8 else ""
-        print(f"export: wrote {out} ({fmt.name}, {out.stat().st_size / 1e6:.1f} MB{detail})")
+        print(f"export: wrote {out} ({fmt.name}, {_written_size(out) / 1e6:.1f} MB{detail})")
         if not args.verify:
             return 0
         report = verify_export(out, source, args.images, backend=fmt.backend, threads=args.threads, score_thresh=args.verify_score)

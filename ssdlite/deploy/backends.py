@@ -44,6 +44,8 @@ BACKENDS: dict[str, Backend] = {
                 "ONNX Runtime on the CPU, reading an exported .onnx"),
         Backend("openvino", (".onnx",), "openvino", "openvino", "ssdlite.deploy.openvino_runtime:OpenVinoRunner",
                 "OpenVINO on the CPU, reading an exported .onnx (fp32 unless precision='bf16'; QDQ files run int8)"),
+        Backend("ncnn", (".param",), "ncnn", "ncnn", "ssdlite.deploy.ncnn_runtime:NcnnRunner",
+                "ncnn on the CPU (fp32), reading an ncnn export (model.param + .bin + .json)"),
     )
 }
 

@@ -35,6 +35,10 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
         ExportFormat("onnx", ".onnx", "onnx", None, "ssdlite.deploy.export:export_onnx_file", "onnxruntime",
                      "ONNX (BN folded, metadata inside), for ONNX Runtime",
                      int8="ssdlite.eval.int8:export_int8_file"),
+        ExportFormat("ncnn", ".param", "pnnx", "ncnn", "ssdlite.deploy.export_ncnn:export_ncnn_file", "ncnn",
+                     "ncnn through pnnx: model.param + model.bin + model.json (metadata), for phones and small boards"),
+        ExportFormat("coreml", ".mlpackage", "coremltools", "coreml", "ssdlite.deploy.export_coreml:export_coreml_file", None,
+                     "CoreML ML Program (.mlpackage, metadata in its user-defined fields), for Apple devices; conversion only"),
     )
 }
 

@@ -84,7 +84,7 @@ def add_timing_arguments(parser: argparse.ArgumentParser, frames: int) -> None:
     parser.add_argument("--openvino-precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
                         help="precisions the openvino back end is timed in, one row each (default: fp32; bf16 runs "
                              "as bf16 only on CPUs with bf16 units, the prec column says what ran)")
-    parser.add_argument("--ort-torch-threads", type=int, default=1, help="torch threads (postprocess only) of the ONNX Runtime and OpenVINO contenders (default: 1)")
+    parser.add_argument("--ort-torch-threads", type=int, default=1, help="torch threads (postprocess only) of the ONNX Runtime, OpenVINO and ncnn contenders (default: 1)")
     parser.add_argument(
         "--omp-wait-policy", choices=["PASSIVE", "ACTIVE", "default"], default="PASSIVE",
         help="OMP_WAIT_POLICY of every contender (default: PASSIVE: idle OpenMP threads sleep instead of spinning; "
@@ -188,6 +188,12 @@ def ours_specs(name: str, model: Any, cfg: Any, backend: str, common: dict[str, 
         path = work / f"{name}.onnx"
         if not path.is_file():
             export_onnx(ckpt, None, path)
+    elif backend == "ncnn":  # model.param + .bin + .json, fp32 as the runner's default
+        from ssdlite.deploy.export_ncnn import export_ncnn
+
+        path = work / f"{name}.param"
+        if not path.is_file():
+            export_ncnn(ckpt, None, path)
     precisions = (common.get("openvino_precisions") or ["fp32"]) if backend == "openvino" else ["fp32"]
     return [{**common, "name": name, "kind": "ssdlite", "backend": backend, "checkpoint": str(path), "precision": p,
              "column": backend if p == "fp32" else f"{backend}-{p}"} for p in precisions]

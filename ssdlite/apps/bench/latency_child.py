@@ -96,7 +96,7 @@ def child(spec_json: str) -> None:
     import cv2
     import torch
 
-    # ONNX Runtime contenders use torch only for the small postprocess: one torch thread, so that
+    # Contenders other than torch (ONNX Runtime, OpenVINO, ncnn, ...) use torch only for the small postprocess: one torch thread, so that
     # a second 2-thread pool does not fight ONNX Runtime's (--ort-torch-threads to change).
     torch.set_num_threads(int(spec["ort_torch_threads"]) if spec["backend"] not in ("torch", "eager") else threads)
     cv2.setNumThreads(threads)
