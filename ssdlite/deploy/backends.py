@@ -40,6 +40,8 @@ BACKENDS: dict[str, Backend] = {
         Backend("torch", (), None, None, None, "PyTorch eager (BN folded, channels_last)"),
         Backend("onnxruntime", (".onnx",), "onnxruntime", None, "ssdlite.deploy.onnx_runtime:OnnxRunner",
                 "ONNX Runtime on the CPU, reading an exported .onnx"),
+        Backend("litert", (".tflite",), "ai_edge_litert", "tflite", "ssdlite.deploy.litert_runtime:LiteRtRunner",
+                "LiteRT (TFLite) interpreter, XNNPACK on the CPU, reading an exported .tflite (fp32 or int8)"),
     )
 }
 

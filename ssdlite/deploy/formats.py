@@ -33,6 +33,8 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
     for f in (
         ExportFormat("onnx", ".onnx", "onnx", None, "ssdlite.deploy.export:export_onnx_file", "onnxruntime",
                      "ONNX (BN folded, metadata inside), for ONNX Runtime"),
+        ExportFormat("tflite", ".tflite", "litert_torch", "tflite", "ssdlite.deploy.tflite_export:export_tflite_file", "litert",
+                     "LiteRT / TFLite (NHWC, fp32 or full-integer int8, metadata inside), for phones and small boards"),
     )
 }
 
