@@ -7,7 +7,8 @@ pinned (``--threads``, default 2):
 * every paper config (``configs/ssdlite320_*.yaml``, random weights made lively by
   :func:`lively_random_model`: their background logit calibrated on the first frames to about
   10 scores per frame above the threshold, as a trained model; dets = detections per frame) x back end
-  (``torch``: BN folded, channels_last, inference mode; ``onnxruntime``: the exported file);
+  (``torch``: BN folded, channels_last, inference mode; ``onnxruntime``: the exported file;
+  ``litert``: the exported fp32 ``.tflite`` in LiteRT's interpreter, XNNPACK);
 * ``V3-Large (tv weights)``: torchvision's ``ssdlite320_mobilenet_v3_large`` random weights
   converted into ours (:mod:`ssdlite.model.convert`), i.e. the very same network and weights as
   the reference, on both back ends;
@@ -176,6 +177,10 @@ def ours_spec(name: str, model: Any, cfg: Any, backend: str, common: dict[str, A
     spec = {**common, "name": name, "kind": "ssdlite", "backend": backend, "checkpoint": str(ckpt)}
     if backend == "onnxruntime":
         spec["checkpoint"] = str(export_onnx(ckpt, None, work / f"{name}.onnx"))
+    elif backend == "litert":  # the fp32 .tflite (NHWC, XNNPACK)
+        from ssdlite.deploy.formats import EXPORT_FORMATS, exporter
+
+        spec["checkpoint"] = str(exporter(EXPORT_FORMATS["tflite"])(ckpt, work / f"{name}.tflite"))
     return spec
 
 
