@@ -39,7 +39,8 @@ ALLOWED: dict[str, set[str]] = {
 # modules that must not import torch (the ONNX Runtime back end and what it reads) ...
 TORCH_FREE = ("ssdlite/config", "ssdlite/files.py", "ssdlite/_paths.py", "ssdlite/deploy/onnx_runtime.py", "ssdlite/deploy/backends.py", "ssdlite/deploy/formats.py",
               "ssdlite/deploy/onnx_format.py", "ssdlite/deploy/onnx_reader.py", "ssdlite/deploy/openvino_runtime.py", "ssdlite/deploy/ncnn_runtime.py",
-              "ssdlite/deploy/auto.py", "ssdlite/deploy/machine.py", "ssdlite/data/images.py", "ssdlite/data/names.py", "ssdlite/weights")
+              "ssdlite/deploy/auto.py", "ssdlite/deploy/machine.py", "ssdlite/data/images.py", "ssdlite/data/names.py", "ssdlite/weights",
+              "ssdlite/deploy/litert_runtime.py", "ssdlite/deploy/tflite_format.py")
 # ... except in these functions, which the ONNX Runtime back end never calls
 TORCH_FREE_EXCEPT = {("ssdlite/config/loader.py", "check_backbone_name")}
 

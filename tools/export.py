@@ -1,28 +1,32 @@
 """Export a checkpoint to a self-contained file (BN folded; anchors, classes, input size,
 normalization and postprocess settings in the metadata). --format (default: from the --out
 suffix, else onnx): onnx, ncnn (--out model.param: writes model.param + model.bin + model.json, the
-metadata), coreml (--out model.mlpackage; conversion only, it runs on Apple devices).
+metadata), coreml (--out model.mlpackage; conversion only, it runs on Apple devices), tflite (LiteRT).
 
     python tools/export.py --checkpoint runs/x/best.pt --out model.onnx --verify
     python tools/detect.py --checkpoint model.onnx --source 0 --show
 
---verify runs the PyTorch and the ONNX Runtime back ends on --images (default: the photos of the
-shared data, or generated scenes where it is absent) and exits non-zero, listing the worst differences, unless every detection
-scoring clearly above the threshold matches (boxes <= 0.5 px, scores <= 1e-4, same label).
+--verify runs the PyTorch back end and the file's own runtime (ONNX Runtime, ncnn, LiteRT) on
+--images (default: the photos of the shared data, or generated scenes where it is absent) and exits
+non-zero, listing the worst differences, unless every detection scoring clearly above the
+threshold matches (boxes <= 0.5 px, scores <= 1e-4, same label); an int8 file's detections are
+paired at IoU >= 0.5 instead (see ssdlite.deploy.verify.INT8_TOLERANCE).
 --with-nms puts decoding and ONNX NonMaxSuppression in the graph (outputs boxes, scores,
 labels, batch_index) for runtimes without ssdlite's postprocess; its thresholds are fixed at
 export (--set postprocess.score_thresh=0.3 to change them).
 
---int8 writes one int8 ONNX file (static QDQ: ONNX Runtime and OpenVINO both run it in int8),
-calibrated on --calibration (a folder of images, or `val`: the config's val split; default val,
---calibration-count images), and only if its COCO AP is within --max-ap-drop (default 0.01 =
-1 AP point) of the fp32 export's, measured on the val split's annotations (or --val): the
-backbone family's recipes are tried in turn (more layers kept in float, another calibration)
-and the export is refused, listing what each lost, when none fits. A plain image folder has no
-annotations: add --val ANNOTATIONS.json, or --max-ap-drop none to write it unmeasured.
+--int8 (onnx: one static-QDQ file that ONNX Runtime and OpenVINO both run in int8; tflite:
+full-integer, int8 input / outputs too unless --int8-io float) is calibrated on --calibration (a
+folder of images, or `val`: the config's val split; default val, --calibration-count images),
+and written only if its COCO AP is within --max-ap-drop (default 0.01 = 1 AP point) of the fp32
+export's, measured on the val split's annotations (or --val): for onnx the backbone family's
+recipes are tried in turn (more layers kept in float, another calibration) and the export is
+refused, listing what each lost, when none fits. A plain image folder has no annotations: add
+--val ANNOTATIONS.json, or --max-ap-drop none to write it unmeasured.
 
     python tools/export.py --checkpoint best.pt --out m_int8.onnx --int8
     python tools/export.py --checkpoint best.pt --out m_int8.onnx --int8 --calibration photos/ --val ann.json --val-images imgs/
+    python tools/export.py --checkpoint best.pt --out m_int8.tflite --int8 --max-ap-drop 0.06 --verify
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dynamic-batch", action="store_true", help="a symbolic batch dimension (default: batch 1)")
     parser.add_argument("--with-nms", action="store_true", help="decode + NonMaxSuppression in the graph")
     parser.add_argument("--fp16-weights", action="store_true", help="ncnn: store the weights as fp16 (half the .bin; not bit-exact)")
+    parser.add_argument("--int8-io", choices=["int8", "float"], default="int8",
+                        help="tflite --int8: input / output type of the file (default: int8, as NPUs and the Edge TPU want)")
     parser.add_argument("--verify", action="store_true", help="compare the file in its own runtime with PyTorch on images; fail on mismatch")
     parser.add_argument("--images", nargs="+", default=None, help="images for --verify (default: the shared photos/darknet/*.jpg, else generated scenes)")
     parser.add_argument("--verify-score", type=float, default=None, help="score threshold for --verify (default: the checkpoint's)")
@@ -54,8 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights-dir", default=None, metavar="DIR",
                         help="where named weights are downloaded and cached (default: $TORCH_HOME/hub/checkpoints)")
     parser.add_argument("--json-out", default=None, help="write the verification (or --int8) report as JSON here")
-    q = parser.add_argument_group("int8 (--format onnx)")
-    q.add_argument("--int8", action="store_true", help="quantize to int8 (static QDQ) under the --max-ap-drop bound")
+    q = parser.add_argument_group("int8 (--format onnx, tflite)")
+    q.add_argument("--int8", action="store_true", help="quantize to int8 (onnx: static QDQ; tflite: full-integer) under the --max-ap-drop bound")
     q.add_argument("--calibration", default="val", metavar="DIR|val",
                    help="calibration images: a folder, or val (the config's val split; default)")
     q.add_argument("--calibration-count", type=int, default=200, metavar="N",
@@ -79,6 +85,8 @@ def _ap_drop(text: str) -> float | None:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"the AP drop is absolute COCO AP in [0, 1] (0.01 = 1 AP point); got {value}")
     return value
+
+
 def _written_size(out) -> int:
     """Bytes of an export: a file, a folder (.mlpackage) or an ncnn .param with its .bin and .json."""
     if out.is_dir():
@@ -106,13 +114,14 @@ def main(args: argparse.Namespace) -> int:
         "onnx": dict(opset=args.opset, dynamic_batch=args.dynamic_batch, with_nms=args.with_nms),
         "ncnn": dict(fp16_weights=args.fp16_weights),
         "coreml": dict(),
+        "tflite": dict(int8_io=args.int8_io) if args.int8 else dict(),
     }[fmt.name]
-    if args.int8:
-        if args.verify:
-            raise ValueError("--verify compares with PyTorch to float precision; an --int8 file is checked by its AP bound "
-                             "(--max-ap-drop) instead: drop --verify")
+    if args.int8:  # calibrated, measured against fp32, refused above --max-ap-drop (ssdlite.eval.int8)
         options.update(calibration=args.calibration, count=args.calibration_count, val=args.val, val_images=args.val_images,
-                       max_ap_drop=args.max_ap_drop, threads=args.threads, echo=print, json_out=args.json_out)
+                       max_ap_drop=args.max_ap_drop, threads=args.threads, echo=print,
+                       json_out=None if args.verify else args.json_out)
+    elif args.int8_io != "int8":
+        raise ValueError("--int8-io is an option of --int8 --format tflite: add --int8 (or drop --int8-io)")
     if fmt.name != "onnx" and (args.with_nms or args.dynamic_batch):
         raise ValueError(f"--with-nms and --dynamic-batch are ONNX options; --format {fmt.name} writes raw outputs for one image")
     if args.verify and fmt.backend is None:
@@ -132,7 +141,7 @@ def main(args: argparse.Namespace) -> int:
             save_checkpoint(source, model, cfg)
         out = Path(export(source, args.out, **options))
         detail = f", opset {args.opset}, {'NMS in graph' if args.with_nms else 'raw outputs'}" if fmt.name == "onnx" else ""
-        detail += ", int8 QDQ" if args.int8 else ""
+        detail += (", int8 QDQ" if fmt.name == "onnx" else f", int8, {args.int8_io} input / outputs") if args.int8 else ""
         print(f"export: wrote {out} ({fmt.name}, {_written_size(out) / 1e6:.1f} MB{detail})")
         if not args.verify:
             return 0

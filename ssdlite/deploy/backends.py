@@ -46,6 +46,8 @@ BACKENDS: dict[str, Backend] = {
                 "OpenVINO on the CPU, reading an exported .onnx (fp32 unless precision='bf16'; QDQ files run int8)"),
         Backend("ncnn", (".param",), "ncnn", "ncnn", "ssdlite.deploy.ncnn_runtime:NcnnRunner",
                 "ncnn on the CPU (fp32), reading an ncnn export (model.param + .bin + .json)"),
+        Backend("litert", (".tflite",), "ai_edge_litert", "tflite", "ssdlite.deploy.litert_runtime:LiteRtRunner",
+                "LiteRT (TFLite) interpreter, XNNPACK on the CPU, reading an exported .tflite (fp32 or int8)"),
     )
 }
 

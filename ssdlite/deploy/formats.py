@@ -33,12 +33,15 @@ EXPORT_FORMATS: dict[str, ExportFormat] = {
     f.name: f
     for f in (
         ExportFormat("onnx", ".onnx", "onnx", None, "ssdlite.deploy.export:export_onnx_file", "onnxruntime",
-                     "ONNX (BN folded, metadata inside), for ONNX Runtime",
+                     "ONNX (BN folded, metadata inside), for ONNX Runtime and OpenVINO",
                      int8="ssdlite.eval.int8:export_int8_file"),
         ExportFormat("ncnn", ".param", "pnnx", "ncnn", "ssdlite.deploy.export_ncnn:export_ncnn_file", "ncnn",
                      "ncnn through pnnx: model.param + model.bin + model.json (metadata), for phones and small boards"),
         ExportFormat("coreml", ".mlpackage", "coremltools", "coreml", "ssdlite.deploy.export_coreml:export_coreml_file", None,
                      "CoreML ML Program (.mlpackage, metadata in its user-defined fields), for Apple devices; conversion only"),
+        ExportFormat("tflite", ".tflite", "litert_torch", "tflite", "ssdlite.deploy.tflite_export:export_tflite_file", "litert",
+                     "LiteRT / TFLite (NHWC, fp32 or full-integer int8, metadata inside), for phones and small boards",
+                     int8="ssdlite.eval.int8:export_tflite_int8_file"),
     )
 }
 

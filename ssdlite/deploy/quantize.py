@@ -29,10 +29,11 @@ import numpy as np
 from ssdlite.data.images import load_image
 from ssdlite.data.yolo import IMAGE_SUFFIXES  # what OpenCV decodes
 
-__all__ = ["Recipe", "RECIPES", "QUANT_KEY", "CALIBRATIONS", "KEEP_FLOAT_ROLES", "family_of", "recipes_for",
+__all__ = ["Recipe", "RECIPES", "QUANT_KEY", "DEFAULT_CALIBRATION_COUNT", "CALIBRATIONS", "KEEP_FLOAT_ROLES", "family_of", "recipes_for",
            "calibration_images", "load_calibration", "float_nodes", "quantize_onnx", "read_quantization", "set_quantization", "spread"]
 
 QUANT_KEY = "ssdlite.quantization"  # metadata key of the quantization record (JSON)
+DEFAULT_CALIBRATION_COUNT = 200  # calibration images (evenly spaced over the folder / split when it has more)
 CALIBRATIONS = ("minmax", "entropy", "percentile")
 ACTIVATION_TYPES = ("quint8", "qint8")
 OP_SETS: dict[str, tuple[str, ...] | None] = {"all": None, "conv": ("Conv", "Add")}

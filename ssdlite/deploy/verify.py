@@ -12,7 +12,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["verify_export", "VerifyReport", "compare_detections", "default_verify_images"]
+__all__ = ["verify_export", "VerifyReport", "compare_detections", "match_quantized", "default_verify_images", "INT8_TOLERANCE"]
+
+# How a quantized (int8) file is compared with PyTorch: int8 arithmetic moves scores and boxes a little, so
+# detections are paired as COCO's AP50 pairs them (same label, IoU >= iou) instead of by exact coordinates.
+# margin / min_score: detections scoring above max(score_thresh + margin, min_score) must be paired (the confident
+# ones an app shows; partners may score down to score_thresh); min_match: the share of them that must find a partner (and at most 1 - min_match extra ones);
+# raw_rel: mean |int8 - torch| / std(torch) of each raw output, over all images.
+INT8_TOLERANCE = {"iou": 0.5, "margin": 0.05, "min_score": 0.3, "min_match": 0.85, "raw_rel": 0.15}
 
 
 @dataclass
@@ -28,8 +35,12 @@ class VerifyReport:
     max_delta_diff: float | None
     problems: list[str] = field(default_factory=list)  # worst first
     floor: float = 0.0  # detections scoring above this were required to match
+    matched: int | None = None  # quantized files: detections paired at IoU >= INT8_TOLERANCE["iou"]
+    raw_rel_diff: dict | None = None  # quantized files: mean |diff| / std(torch) of each raw output
 
     def summary(self) -> str:
+        if self.matched is not None:
+            return self._summary_quantized()
         raw = (
             f", raw outputs max |diff| logits {self.max_logit_diff:.2e} deltas {self.max_delta_diff:.2e}"
             if self.max_logit_diff is not None
@@ -43,6 +54,19 @@ class VerifyReport:
             shown = self.problems[:10]
             more = f"\n  ... and {len(self.problems) - 10} more" if len(self.problems) > 10 else ""
             head += "\n  " + "\n  ".join(shown) + more
+        return head
+
+    def _summary_quantized(self) -> str:
+        rate = self.matched / self.compared if self.compared else 1.0
+        rel = ", ".join(f"{k} {v:.3f}" for k, v in (self.raw_rel_diff or {}).items())
+        head = (
+            f"{'OK' if self.ok else 'MISMATCH'} (int8, paired at IoU >= {INT8_TOLERANCE['iou']}): {self.images} images, "
+            f"{self.matched}/{self.compared} detections (score > {self.floor:.4g}) matched ({100 * rate:.1f}%, need "
+            f"{100 * INT8_TOLERANCE['min_match']:.0f}%), matched pairs max box diff {self.max_box_diff:.2f} px, max score diff "
+            f"{self.max_score_diff:.3f}; raw outputs mean |diff| / std {rel} (tolerance {INT8_TOLERANCE['raw_rel']})"
+        )
+        if self.problems:
+            head += "\n  " + "\n  ".join(self.problems[:10]) + (f"\n  ... and {len(self.problems) - 10} more" if len(self.problems) > 10 else "")
         return head
 
 
@@ -137,6 +161,52 @@ def compare_detections(
     return compared, problems, max_box, max_score
 
 
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box with each of ``boxes`` (K, 4)."""
+    wh = np.clip(np.minimum(box[2:], boxes[:, 2:]) - np.maximum(box[:2], boxes[:, :2]), 0, None)
+    inter = wh[:, 0] * wh[:, 1]
+    area = lambda b: np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)  # noqa: E731
+    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-12)
+
+
+def match_quantized(ref: Any, other: Any, floor: float, iou: float = 0.5, tag: str = "") -> tuple[int, int, list[str], list[float], list[float]]:
+    """Pair the detections of a quantized file (``other``) with PyTorch's (``ref``) as COCO's AP50 does.
+
+    Reference detections are taken by descending score; each takes the unused ``other`` detection
+    of its label with the highest IoU, if that IoU is ``>= iou``. Those scoring above ``floor`` are
+    required (counted); the ones below it only soak up partners. ``other`` detections above
+    ``floor`` left without a partner are extras.
+
+    Returns:
+        (required, matched, problems (missing / extra, one line each), box diffs px, score diffs) of the matched pairs
+    """
+    r_boxes, r_scores, r_labels = (np.asarray(x) for x in (ref.boxes, ref.scores, ref.labels))
+    o_boxes, o_scores, o_labels = (np.asarray(x) for x in (other.boxes, other.scores, other.labels))
+    used = np.zeros(len(o_scores), dtype=bool)
+    required = matched = 0
+    problems: list[str] = []
+    box_diffs: list[float] = []
+    score_diffs: list[float] = []
+    for i in np.argsort(-r_scores, kind="stable"):
+        need = bool(r_scores[i] > floor)
+        required += int(need)
+        same = np.nonzero((o_labels == r_labels[i]) & ~used)[0]
+        overlaps = _iou(r_boxes[i], o_boxes[same]) if len(same) else np.zeros(0)
+        if len(same) and overlaps.max() >= iou:
+            j = same[int(np.argmax(overlaps))]
+            used[j] = True
+            if need:
+                matched += 1
+                box_diffs.append(float(np.abs(o_boxes[j] - r_boxes[i]).max()))
+                score_diffs.append(float(abs(o_scores[j] - r_scores[i])))
+        elif need:
+            best = f"best IoU {overlaps.max():.2f}" if len(same) else "no detection of that label"
+            problems.append(f"{tag}missing from the int8 result: label {r_labels[i]} score {r_scores[i]:.3f} box {[round(float(v), 1) for v in r_boxes[i]]} ({best})")
+    for j in np.nonzero(~used & (o_scores > floor))[0]:
+        problems.append(f"{tag}extra in the int8 result: label {o_labels[j]} score {o_scores[j]:.3f} box {[round(float(v), 1) for v in o_boxes[j]]}")
+    return required, matched, problems, box_diffs, score_diffs
+
+
 def _floor(dets: Sequence[Any], thresh: float, cap: int, margin: float) -> float:
     """Scores above this are compared: the threshold, or the lowest kept score when the per-image cap cut
     the list (what lies just below a cut may differ by rounding), plus a margin."""
@@ -172,6 +242,11 @@ def verify_export(
     ``images`` default to :func:`default_verify_images`. A ``with_nms`` export is compared the
     same way (its boxes scaled back to the image like the Detector's). For raw exports the
     network outputs themselves must also agree within ``raw_atol + raw_rtol * max|output|``.
+
+    A quantized file (its runner's ``precision`` is ``"int8"``) cannot agree to 1e-4: its
+    detections are paired as COCO's AP50 pairs them and judged by :data:`INT8_TOLERANCE` (the
+    share of confident detections matched, the mean raw-output error relative to the outputs'
+    spread); ``box_tol`` / ``score_tol`` / ``raw_*`` do not apply to it.
     """
     from ssdlite.data.images import load_image
     from ssdlite.deploy.detector import Detector, Detections, preprocess
@@ -189,6 +264,9 @@ def verify_export(
 
     ref, other = [], []
     max_logit = max_delta = None
+    quantized = getattr(runner, "precision", "fp32") == "int8"
+    abs_sum = {"cls_logits": 0.0, "box_deltas": 0.0}
+    moments = {k: [0.0, 0.0, 0] for k in abs_sum}  # sum, sum of squares, count of the torch outputs
     if getattr(runner, "outputs", "raw") == "raw":
         onnx_det = Detector(None, runner.config(), runner=runner, **kwargs)
         max_logit = max_delta = raw_scale = 0.0
@@ -200,6 +278,11 @@ def verify_export(
             max_logit = max(max_logit, float(np.abs(t_cls - o_cls).max()))
             max_delta = max(max_delta, float(np.abs(t_box - o_box).max()))
             raw_scale = max(raw_scale, float(np.abs(t_cls).max()), float(np.abs(t_box).max()))
+            for key, t, o in (("cls_logits", t_cls, o_cls), ("box_deltas", t_box, o_box)):
+                abs_sum[key] += float(np.abs(t.astype(np.float64) - o).sum())
+                moments[key][0] += float(t.sum(dtype=np.float64))
+                moments[key][1] += float(np.square(t, dtype=np.float64).sum())
+                moments[key][2] += t.size
             ref += ref_det.postprocess(t_cls, t_box, maps)
             other += onnx_det.postprocess(o_cls, o_box, maps)
     else:
@@ -216,6 +299,8 @@ def verify_export(
             names = [ref_det.class_names[i] for i in labels]
             other.append(Detections(maps[0].to_image(boxes), scores, labels, names))
 
+    if quantized and max_logit is not None:
+        return _verify_quantized(paths, ref, other, thresh, cap, abs_sum, moments, max_logit, max_delta)
     floor = _floor(ref + other, thresh, cap, 10 * score_tol if margin is None else margin)
     compared, problems = 0, []
     max_box = max_score = 0.0
@@ -241,4 +326,46 @@ def verify_export(
         max_delta_diff=max_delta,
         problems=[m for _, m in problems],
         floor=floor,
+    )
+
+
+def _verify_quantized(paths: Sequence[Path], ref: list, other: list, thresh: float, cap: int, abs_sum: dict, moments: dict,
+                      max_logit: float, max_delta: float) -> VerifyReport:
+    """The verdict on a quantized file (see :data:`INT8_TOLERANCE` and :func:`match_quantized`)."""
+    tol = INT8_TOLERANCE
+    floor = max(_floor(ref + other, thresh, cap, tol["margin"]), tol["min_score"])
+    required = matched = 0
+    problems: list[str] = []
+    box_diffs: list[float] = []
+    score_diffs: list[float] = []
+    for path, a, b in zip(paths, ref, other):
+        n, m, probs, bd, sd = match_quantized(a, b, floor, tol["iou"], tag=f"{path.name}: ")
+        required, matched = required + n, matched + m
+        problems += probs
+        box_diffs += bd
+        score_diffs += sd
+    verdicts = []
+    if required and matched < tol["min_match"] * required:
+        verdicts.append(f"only {matched} of {required} detections found a partner ({100 * matched / required:.1f}% < {100 * tol['min_match']:.0f}%)")
+    extras = sum(p.split(": ", 1)[-1].startswith("extra") for p in problems)
+    if extras > (1 - tol["min_match"]) * max(required, 1):
+        verdicts.append(f"{extras} extra detections for {required} compared")
+    rel = {}
+    for key, (s1, s2, n) in moments.items():
+        std = float(np.sqrt(max(s2 / n - (s1 / n) ** 2, 0.0))) if n else 0.0
+        rel[key] = abs_sum[key] / n / max(std, 1e-12) if n else 0.0
+        if rel[key] > tol["raw_rel"]:
+            verdicts.append(f"raw {key} mean |diff| is {rel[key]:.3f} of their std (tolerance {tol['raw_rel']})")
+    return VerifyReport(
+        ok=not verdicts,
+        images=len(paths),
+        compared=required,
+        max_box_diff=max(box_diffs, default=0.0),
+        max_score_diff=max(score_diffs, default=0.0),
+        max_logit_diff=max_logit,
+        max_delta_diff=max_delta,
+        problems=verdicts + problems,
+        floor=floor,
+        matched=matched,
+        raw_rel_diff=rel,
     )

@@ -12,6 +12,7 @@ unless the caller passes ``max_ap_drop=None`` (written unmeasured, and recorded 
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -19,10 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-__all__ = ["Attempt", "Int8Report", "AccuracyBoundError", "export_int8", "export_int8_file", "DEFAULT_COUNT",
+from ssdlite.deploy.quantize import DEFAULT_CALIBRATION_COUNT as DEFAULT_COUNT
+
+__all__ = ["Attempt", "Int8Report", "AccuracyBoundError", "export_int8", "export_int8_file", "export_tflite_int8_file", "DEFAULT_COUNT",
            "DEFAULT_MAX_AP_DROP"]
 
-DEFAULT_COUNT = 200  # calibration images (evenly spaced over the folder / split when it has more)
 DEFAULT_MAX_AP_DROP = 0.01  # absolute COCO AP: 0.01 = 1 AP point
 
 log = logging.getLogger(__name__)
@@ -173,10 +175,36 @@ def export_int8(
     """
     from ssdlite.deploy.export import export_onnx
     from ssdlite.deploy.onnx_runtime import OnnxRunner
-    from ssdlite.deploy.quantize import family_of, load_calibration, quantize_onnx, recipes_for, set_quantization
-    from ssdlite.model.checkpoint import load_model
+    from ssdlite.deploy.quantize import quantize_onnx, recipes_for, set_quantization
 
     say = echo or (lambda line: log.info(line))
+    model, cfg, paths, evaluation, report = _prepare(checkpoint, calibration, count, val, val_images, max_ap_drop)
+    recipes = tuple(recipes) if recipes is not None else recipes_for(report.backbone)
+    if not recipes:
+        raise ValueError("no quantization recipe to try")
+    batch = _calibration_batch(paths, cfg, report, say)
+    with tempfile.TemporaryDirectory(prefix="ssdlite_int8_") as tmp:
+        fp32 = export_onnx(model, cfg, Path(tmp) / "fp32.onnx", opset=opset)
+        if evaluation:
+            report.fp32_ap, report.fp32_ap50 = _score(OnnxRunner(fp32, threads=threads), cfg, *evaluation)
+            say(f"int8: fp32 AP {report.fp32_ap:.4f} AP50 {report.fp32_ap50:.4f} on {report.evaluated_images} images ({report.evaluated_on})")
+        for i, recipe in enumerate(recipes):
+            started = time.perf_counter()
+            candidate = quantize_onnx(fp32, Path(tmp) / f"int8_{i}.onnx", batch, recipe, cache_dir=tmp)
+            runner = OnnxRunner(candidate, threads=threads) if evaluation else None
+            if _judge(report, recipe.name, recipe.describe(), runner, cfg, evaluation, started, say):
+                report.path = str(set_quantization(candidate, _record(report, "onnxruntime"), out=out))
+                say(f"int8: chose {report.summary()}")
+                return report
+    raise _refusal(report, out)
+
+
+def _prepare(checkpoint: str | Path, calibration: Any, count: int | None, val: Any, val_images: Any,
+             max_ap_drop: float | None) -> tuple[Any, Any, list[Path], tuple[Any, Any] | None, Int8Report]:
+    """The model, its config, the calibration files, the evaluation set and an empty report."""
+    from ssdlite.deploy.quantize import family_of
+    from ssdlite.model.checkpoint import load_model
+
     if max_ap_drop is not None and not 0 <= max_ap_drop <= 1:
         raise ValueError(f"max_ap_drop must be in [0, 1] (absolute COCO AP; 0.01 = 1 AP point), got {max_ap_drop}")
     model, cfg = load_model(checkpoint)
@@ -187,49 +215,88 @@ def export_int8(
             f"the accuracy bound (max AP drop {max_ap_drop}) cannot be measured: {source} is a plain image folder without "
             "annotations; give --val ANNOTATIONS.json (or --val val) to measure it, or --max-ap-drop none to write the int8 "
             "model unmeasured")
-    recipes = tuple(recipes) if recipes is not None else recipes_for(backbone)
-    if not recipes:
-        raise ValueError("no quantization recipe to try")
-    batch, skipped = load_calibration(paths, tuple(cfg.model.input_size), cfg.preprocess)
-    say(f"int8: calibrating on {len(batch)} images of {source}" + (f" ({len(skipped)} unreadable, skipped)" if skipped else ""))
-    for line in skipped[:5]:
-        say(f"int8:   skipped {line}")
     n_eval = len(_image_list(evaluation[1])) if evaluation else 0
-    report = Int8Report(None, backbone, family_of(backbone), source, len(batch), skipped,
-                        str(evaluation[1]) if evaluation and not isinstance(evaluation[1], dict) else (
-                            "the config's val split" if evaluation else None),
-                        n_eval, max_ap_drop, None, None)
+    evaluated_on = (str(evaluation[1]) if not isinstance(evaluation[1], dict) else "the config's val split") if evaluation else None
+    report = Int8Report(None, backbone, family_of(backbone), source, len(paths), [], evaluated_on, n_eval, max_ap_drop, None, None)
+    return model, cfg, paths, evaluation, report
+
+
+def _calibration_batch(paths: list[Path], cfg: Any, report: Int8Report, say: Callable[[str], None]) -> Any:
+    from ssdlite.deploy.quantize import load_calibration
+
+    batch, report.skipped = load_calibration(paths, tuple(cfg.model.input_size), cfg.preprocess)
+    report.calibration_images = len(batch)
+    say(f"int8: calibrating on {len(batch)} images of {report.calibration}"
+        + (f" ({len(report.skipped)} unreadable, skipped)" if report.skipped else ""))
+    for line in report.skipped[:5]:
+        say(f"int8:   skipped {line}")
+    return batch
+
+
+def _judge(report: Int8Report, name: str, description: str, runner: Any, cfg: Any, evaluation: Any, started: float,
+           say: Callable[[str], None]) -> bool:
+    """Score one int8 candidate (``runner``; None: unmeasured), record the attempt; True when it is accepted."""
+    ap = ap50 = drop = None
+    if evaluation:
+        ap, ap50 = _score(runner, cfg, *evaluation)
+        drop = report.fp32_ap - ap
+    attempt = Attempt(name, description, ap, ap50, drop, round(time.perf_counter() - started, 1))
+    report.attempts.append(attempt)
+    say(f"int8: {name} ({description}): " + ("not measured" if ap is None else f"AP {ap:.4f} AP50 {ap50:.4f} (drop {drop:.4f})"))
+    attempt.accepted = report.max_ap_drop is None or drop <= report.max_ap_drop + 1e-12
+    return attempt.accepted
+
+
+def _record(report: Int8Report, backend: str) -> dict[str, Any]:
+    """What the file's quantization record says about the measurement."""
+    c = report.chosen
+    return {"backend_measured": backend if report.evaluated_on else None,
+            "max_ap_drop": report.max_ap_drop, "evaluated_on": report.evaluated_on, "evaluated_images": report.evaluated_images,
+            "fp32_ap": report.fp32_ap, "fp32_ap50": report.fp32_ap50, "int8_ap": c.ap, "int8_ap50": c.ap50,
+            "ap_drop": c.drop, "calibration_source": report.calibration, "calibration_skipped": len(report.skipped),
+            "backbone": report.backbone, "family": report.family, "attempts": [asdict(a) for a in report.attempts]}
+
+
+def _refusal(report: Int8Report, out: str | Path) -> AccuracyBoundError:
+    return AccuracyBoundError(
+        f"int8: refused to write {out}: every recipe lost more than {report.max_ap_drop} COCO AP (fp32 AP {report.fp32_ap:.4f} on "
+        f"{report.evaluated_images} images of {report.evaluated_on}); tried {report.tried()}. Loosen --max-ap-drop, calibrate on "
+        "more / other images, or keep the fp32 export", report)
+
+
+def export_tflite_int8(checkpoint: str | Path, out: str | Path, *, calibration: str | Path | None = "val",
+                       count: int | None = DEFAULT_COUNT, val: str | Path | None = None, val_images: str | Path | None = None,
+                       max_ap_drop: float | None = DEFAULT_MAX_AP_DROP, int8_io: str = "int8", threads: int | None = None,
+                       echo: Callable[[str], None] | None = None) -> Int8Report:
+    """:func:`export_int8` for LiteRT: one full-integer ``.tflite`` (ai-edge-quantizer's static int8,
+    the only recipe), scored against the fp32 ``.tflite`` in LiteRT's interpreter; refused above the bound."""
+    from ssdlite.deploy.litert_runtime import LiteRtRunner
+    from ssdlite.deploy.tflite_export import export_tflite
+    from ssdlite.deploy.tflite_format import QUANT_KEY, read_metadata, read_quantization, with_metadata
+    from ssdlite.files import atomic_write
+
+    say = echo or (lambda line: log.info(line))
+    model, cfg, paths, evaluation, report = _prepare(checkpoint, calibration, count, val, val_images, max_ap_drop)
+    say(f"int8: calibrating on {len(paths)} images of {report.calibration}")
+    description = f"full-integer int8, per-channel weights, min/max activations, {int8_io} input / outputs"
     with tempfile.TemporaryDirectory(prefix="ssdlite_int8_") as tmp:
-        fp32 = export_onnx(model, cfg, Path(tmp) / "fp32.onnx", opset=opset)
         if evaluation:
-            report.fp32_ap, report.fp32_ap50 = _score(OnnxRunner(fp32, threads=threads), cfg, *evaluation)
-            say(f"int8: fp32 AP {report.fp32_ap:.4f} AP50 {report.fp32_ap50:.4f} on {n_eval} images ({report.evaluated_on})")
-        for i, recipe in enumerate(recipes):
-            started = time.perf_counter()
-            candidate = quantize_onnx(fp32, Path(tmp) / f"int8_{i}.onnx", batch, recipe, cache_dir=tmp)
-            ap = ap50 = drop = None
-            if evaluation:
-                ap, ap50 = _score(OnnxRunner(candidate, threads=threads), cfg, *evaluation)
-                drop = report.fp32_ap - ap
-            attempt = Attempt(recipe.name, recipe.describe(), ap, ap50, drop, round(time.perf_counter() - started, 1))
-            report.attempts.append(attempt)
-            say(f"int8: {recipe.name} ({recipe.describe()}): " + (
-                "not measured" if ap is None else f"AP {ap:.4f} AP50 {ap50:.4f} (drop {drop:.4f})"))
-            if max_ap_drop is None or drop <= max_ap_drop + 1e-12:
-                attempt.accepted = True
-                record = {"backend_measured": "onnxruntime" if evaluation else None,
-                          "max_ap_drop": max_ap_drop, "evaluated_on": report.evaluated_on, "evaluated_images": n_eval,
-                          "fp32_ap": report.fp32_ap, "fp32_ap50": report.fp32_ap50, "int8_ap": ap, "int8_ap50": ap50,
-                          "ap_drop": drop, "calibration_source": source, "calibration_skipped": len(skipped),
-                          "backbone": backbone, "family": report.family,
-                          "attempts": [asdict(a) for a in report.attempts]}
-                report.path = str(set_quantization(candidate, record, out=out))
-                say(f"int8: chose {report.summary()}")
-                return report
-    raise AccuracyBoundError(
-        f"int8: refused to write {out}: every recipe lost more than {max_ap_drop} COCO AP (fp32 AP {report.fp32_ap:.4f} on "
-        f"{n_eval} images of {report.evaluated_on}); tried {report.tried()}. Loosen --max-ap-drop, calibrate on more / "
-        "other images, or keep the fp32 export", report)
+            fp32 = export_tflite(model, cfg, Path(tmp) / "fp32.tflite")
+            report.fp32_ap, report.fp32_ap50 = _score(LiteRtRunner(fp32, threads=threads), cfg, *evaluation)
+            say(f"int8: fp32 AP {report.fp32_ap:.4f} AP50 {report.fp32_ap50:.4f} on {report.evaluated_images} images ({report.evaluated_on})")
+        started = time.perf_counter()
+        candidate = export_tflite(model, cfg, Path(tmp) / "int8.tflite", int8=True, calibration=paths, int8_io=int8_io,
+                                  threads=threads)
+        runner = LiteRtRunner(candidate, threads=threads) if evaluation else None
+        if not _judge(report, "tflite-int8", description, runner, cfg, evaluation, started, say):
+            raise _refusal(report, out)
+        content = candidate.read_bytes()
+        record = {**(read_quantization(read_metadata(candidate, content)) or {}), **_record(report, "litert")}
+        content = with_metadata(content, {QUANT_KEY: json.dumps(record)})
+        atomic_write(out, lambda f: f.write(content))
+    report.path = str(out)
+    say(f"int8: chose {report.summary()}")
+    return report
 
 
 def export_int8_file(checkpoint: str | Path, out: str | Path, *, opset: int = 17, dynamic_batch: bool = False,
@@ -254,3 +321,15 @@ def _write_report(report: Int8Report, json_out: str | Path | None) -> None:
         from ssdlite.files import atomic_write
 
         atomic_write(json_out, lambda f: f.write(json.dumps(asdict(report), indent=2).encode()))
+
+
+def export_tflite_int8_file(checkpoint: str | Path, out: str | Path, *, json_out: str | Path | None = None,
+                            **options: Any) -> Path:
+    """The ``int8`` exporter of the ``tflite`` row of :data:`ssdlite.deploy.formats.EXPORT_FORMATS`."""
+    try:
+        report = export_tflite_int8(checkpoint, out, **options)
+    except AccuracyBoundError as e:
+        _write_report(e.report, json_out)
+        raise
+    _write_report(report, json_out)
+    return Path(report.path)

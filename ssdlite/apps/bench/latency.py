@@ -9,7 +9,8 @@ pinned (``--threads``, default 2):
   10 scores per frame above the threshold, as a trained model; dets = detections per frame) x back end
   (``torch``: BN folded, channels_last, inference mode; ``onnxruntime``, ``openvino``: the exported
   file; OpenVINO once per ``--openvino-precisions`` entry: ``fp32`` (default, exact) and ``bf16``
-  (its own row, ``openvino-bf16``); the ``prec`` column is the precision each one actually ran);
+  (its own row, ``openvino-bf16``); the ``prec`` column is the precision each one actually ran;
+  ``ncnn``: the ncnn export, fp32; ``litert``: the exported fp32 ``.tflite`` in LiteRT's interpreter, XNNPACK);
 * ``V3-Large (tv weights)``: torchvision's ``ssdlite320_mobilenet_v3_large`` random weights
   converted into ours (:mod:`ssdlite.model.convert`), i.e. the very same network and weights as
   the reference, on both back ends;
@@ -188,12 +189,13 @@ def ours_specs(name: str, model: Any, cfg: Any, backend: str, common: dict[str, 
         path = work / f"{name}.onnx"
         if not path.is_file():
             export_onnx(ckpt, None, path)
-    elif backend == "ncnn":  # model.param + .bin + .json, fp32 as the runner's default
-        from ssdlite.deploy.export_ncnn import export_ncnn
+    elif backend in ("ncnn", "litert"):  # the format that back end runs, fp32
+        from ssdlite.deploy.formats import EXPORT_FORMATS, exporter
 
-        path = work / f"{name}.param"
+        fmt = EXPORT_FORMATS["ncnn" if backend == "ncnn" else "tflite"]
+        path = work / f"{name}{fmt.suffix}"
         if not path.is_file():
-            export_ncnn(ckpt, None, path)
+            exporter(fmt)(ckpt, path)
     precisions = (common.get("openvino_precisions") or ["fp32"]) if backend == "openvino" else ["fp32"]
     return [{**common, "name": name, "kind": "ssdlite", "backend": backend, "checkpoint": str(path), "precision": p,
              "column": backend if p == "fp32" else f"{backend}-{p}"} for p in precisions]
