@@ -58,9 +58,8 @@ class Letterbox:
     def to_image(self, boxes: np.ndarray) -> np.ndarray:
         """Boxes (N, 4) xyxy in network-input pixels -> the original image's pixels, clipped to it."""
         out = boxes / np.array([self.sx, self.sy, self.sx, self.sy], dtype=np.float32)
-        np.clip(out[:, 0::2], 0, self.width, out=out[:, 0::2])
-        np.clip(out[:, 1::2], 0, self.height, out=out[:, 1::2])
-        return out.astype(np.float32, copy=False)
+        size = np.array([self.width, self.height, self.width, self.height], dtype=np.float32)
+        return np.minimum(np.maximum(out, np.float32(0.0), out=out), size, out=out).astype(np.float32, copy=False)
 
 
 COLOR_ORDERS = ("rgb", "bgr")
@@ -295,9 +294,9 @@ class Detector:
 
     def postprocess(self, cls_logits: Any, box_deltas: Any, maps: Sequence[Letterbox]) -> list[Detections]:
         """Raw outputs -> :class:`Detections` in each original image's pixels."""
-        from ssdlite.model.postprocess import postprocess
+        from ssdlite.model.postprocess import postprocess_numpy
 
-        results = postprocess(
+        results = postprocess_numpy(
             cls_logits,
             box_deltas,
             self.anchors,
@@ -306,15 +305,7 @@ class Detector:
             classification=self.classification,
             box_weights=self.box_weights,
         )
-        out = []
-        for (boxes, scores, labels), m in zip(results, maps):
-            labels_np = labels.numpy().astype(np.int64, copy=False)
-            out.append(
-                Detections(
-                    boxes=m.to_image(boxes.numpy().astype(np.float32, copy=False)),
-                    scores=scores.numpy().astype(np.float32, copy=False),
-                    labels=labels_np,
-                    names=[self.class_names[i] for i in labels_np],
-                )
-            )
-        return out
+        return [
+            Detections(boxes=m.to_image(boxes), scores=scores, labels=labels, names=[self.class_names[i] for i in labels.tolist()])
+            for (boxes, scores, labels), m in zip(results, maps)
+        ]
