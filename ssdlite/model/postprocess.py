@@ -281,6 +281,10 @@ def _segments(a: int, n: int) -> np.ndarray:
     return np.stack((starts + 1, starts + n), axis=1).ravel()[:-1].copy()
 
 
+def _empty() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+
+
 def _sparse_image(
     logits: np.ndarray,
     deltas: np.ndarray,
@@ -297,6 +301,8 @@ def _sparse_image(
     """
     t = float(cfg.score_thresh)
     rows = candidate_rows(logits, t, classification)
+    if rows.size == 0:
+        return _empty()
     if rows.size > SPARSE_MAX_ROWS:  # flat logits (e.g. an untrained model): exact scores of every anchor
         all_probs = class_scores(torch.from_numpy(logits), classification)
         rows = (all_probs.amax(dim=1) > t).nonzero().squeeze(1).numpy()
@@ -307,7 +313,7 @@ def _sparse_image(
         probs = torch.from_numpy(logits[rows])[:, 1:].sigmoid().numpy()
     r, c = np.nonzero(probs > t)  # anchor-major: within a class, anchors ascending (the torch path's tie order)
     if r.size == 0:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        return _empty()
     s = probs[r, c]
     order = np.lexsort((-s, c))  # class ascending, score descending, stable
     if order.size > cfg.topk_candidates:  # some class may hold more than topk: rank inside each class
