@@ -11,12 +11,11 @@ as logit columns, as torchvision does, so even its coordinate offsets are the sa
 candidates are decoded. Ties in score inside one class may be ordered differently from
 torchvision (``topk``'s tie order is unspecified).
 
-Real-time thresholds (``score_thresh >= PREFILTER_MIN_THRESH``) on CPU take a NumPy path whose
-cost over all anchors is one column max and one row sum: :func:`candidate_rows` bounds every
-foreground score of an anchor from them (no exponential; see there), only the anchors that may
-pass get a softmax (torch's kernel: the very same scores), and the few candidates are decoded
-and go through a NumPy replica of ``batched_nms`` (same coordinate offsets, same float32
-arithmetic, same stable order). Too many candidates fall back to torch kernels. Both paths give
+Real-time thresholds (``score_thresh >= PREFILTER_MIN_THRESH``) on CPU take a NumPy path: from
+one max and one sum per anchor, :func:`candidate_rows` bounds its best score (no exponential),
+only anchors that may pass get a softmax (torch's kernel: the same scores, bit for bit), and the
+few candidates are decoded and go through a NumPy replica of ``batched_nms`` (same coordinate
+offsets, float32 arithmetic and stable order); many fall back to torch kernels. Both paths give
 the same detections; :func:`postprocess_numpy` returns them as arrays (``Detector`` does).
 """
 
@@ -250,9 +249,9 @@ def candidate_rows(logits: np.ndarray, score_thresh: float, classification: str 
     ``mu`` the mean of the other C - 1 foreground logits (Jensen: a mean of exponentials is at
     least the exponential of the mean), so a score above ``t`` needs both ``l_0 - m < log K`` and
     ``log(C - 1) + mu - m < log K``, ``K = 1 / t - 1``. The first prunes a trained detector's
-    background anchors, the second (only tried when the first leaves many) flat or many-class
-    rows. Row sums are taken in float64, the bounds get a slack (``_BOUND_SLACK`` in log space) that covers every rounding of the scores,
-    and a row with a non-finite bound is kept (its exact scores decide).
+    background anchors, the second (tried when the first leaves many) flat or many-class rows.
+    Row sums are taken in float64, the bounds get a slack (``_BOUND_SLACK`` in log space) that
+    covers every rounding of the scores, and a row with a non-finite bound is kept.
     """
     t = float(score_thresh)
     n = logits.shape[1]
@@ -262,7 +261,7 @@ def candidate_rows(logits: np.ndarray, score_thresh: float, classification: str 
         return np.flatnonzero(~(m <= bound))
     log_k = math.log(math.exp(_BOUND_SLACK + n * 2.0**-20) / t - 1.0)  # + the rounding of n-term softmax sums
     l0 = logits[:, 0]
-    # m - l0 > -log K in float32: exact near the bound (Sterbenz), rounding far from it cannot flip it
+    # m - l0 > -log K in float32: its rounding is relative to |m - l0|, a speck of the slack near the bound
     keep = ~(m - l0 <= np.float32(-log_k))
     if n > 2 and np.count_nonzero(keep) > SPARSE_MAX_NMS:  # and (C - 1) mu = S - l0 - m < (C - 1)(m + log K -
         # log(C - 1)), i.e. C m + l0 + c > S (float64: S is a sum of n logits)
