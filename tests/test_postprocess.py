@@ -23,6 +23,7 @@ from ssdlite.model.postprocess import (
     _select_by_sort,
     _select_by_topk,
     batched_nms_np,
+    candidate_rows,
     postprocess,
     select_candidates,
 )
@@ -210,12 +211,15 @@ def test_numpy_path_equals_torch_path(name):
         assert min(n) > 0
 
 
-def test_flat_logits_take_the_every_anchor_branch():
+def test_flat_logits_are_pruned_by_the_mean_bound():
     gen = torch.Generator().manual_seed(3)
     logits = torch.randn(1, TV_ANCHORS.shape[0], 81, generator=gen) * 0.1  # no background preference
     l_np = logits[0].numpy()
+    # the background bound alone keeps every anchor; with the mean of the other classes, none is left
     assert int(((l_np[:, 1:].max(1) - l_np[:, 0]) > math.log(0.3 / 0.7)).sum()) > SPARSE_MAX_ROWS
+    assert candidate_rows(l_np, 0.3).size == 0
     logits[0, 5, 7] = 12.0  # one confident anchor
+    assert candidate_rows(logits[0].numpy(), 0.3).tolist() == [5]
     fast, dense = _both_paths(logits, torch.zeros(1, TV_ANCHORS.shape[0], 4), TV_ANCHORS, PostprocessConfig(score_thresh=0.3))
     assert fast[0][2].tolist() == dense[0][2].tolist() == [6]
 

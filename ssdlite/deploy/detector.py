@@ -1,6 +1,6 @@
 """Inference: frames in, :class:`Detections` out, with a PyTorch or an ONNX Runtime back end.
 
-Both back ends share one preprocess (OpenCV resize, in-place normalization) and one
+Both back ends share one preprocess (OpenCV resize, normalization by table lookup) and one
 postprocess (``ssdlite.model.postprocess``); the torch back end never imports onnxruntime.
 """
 
@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from functools import lru_cache
 from typing import Any, Callable, Sequence
 
+import cv2
 import numpy as np
 
 from ssdlite.config import Config, PreprocessConfig
 from ssdlite.data.names import class_names_of
 from ssdlite.data.images import resize_image
 
-__all__ = ["Detections", "Detector", "preprocess", "Letterbox", "COLOR_ORDERS"]
+__all__ = ["Detections", "Detector", "preprocess", "normalize_table", "Letterbox", "COLOR_ORDERS"]
 
 
 @dataclass
@@ -56,9 +58,8 @@ class Letterbox:
     def to_image(self, boxes: np.ndarray) -> np.ndarray:
         """Boxes (N, 4) xyxy in network-input pixels -> the original image's pixels, clipped to it."""
         out = boxes / np.array([self.sx, self.sy, self.sx, self.sy], dtype=np.float32)
-        np.clip(out[:, 0::2], 0, self.width, out=out[:, 0::2])
-        np.clip(out[:, 1::2], 0, self.height, out=out[:, 1::2])
-        return out.astype(np.float32, copy=False)
+        size = np.array([self.width, self.height, self.width, self.height], dtype=np.float32)
+        return np.minimum(np.maximum(out, np.float32(0.0), out=out), size, out=out).astype(np.float32, copy=False)
 
 
 COLOR_ORDERS = ("rgb", "bgr")
@@ -95,6 +96,21 @@ def _check_image(image: Any, index: int) -> np.ndarray:
     return image
 
 
+@lru_cache(maxsize=16)
+def normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """(3, 256) float32: ``(v / 255 - mean[c]) / std[c]`` for every uint8 value ``v`` and channel ``c``.
+
+    Computed with float32 operations in torchvision's order (``ToTensor``'s ``/ 255``, then
+    ``Normalize``'s ``- mean``, ``/ std``), each correctly rounded, so looking a pixel up gives the
+    very bits that computing it would (tests/test_preprocess.py checks all 256 values). Read-only.
+    """
+    v = np.arange(256, dtype=np.float32)[None, :] / np.float32(255.0)
+    table = (v - np.asarray(mean, dtype=np.float32)[:, None]) / np.asarray(std, dtype=np.float32)[:, None]
+    table = np.ascontiguousarray(table, dtype=np.float32)
+    table.flags.writeable = False
+    return table
+
+
 def preprocess(
     images: Sequence[np.ndarray], input_size: tuple[int, int], cfg: PreprocessConfig, color: str = "rgb"
 ) -> tuple[np.ndarray, list[Letterbox]]:
@@ -105,6 +121,10 @@ def preprocess(
     ``stretch`` resizes to the input size (torchvision's behaviour); ``letterbox`` scales by
     ``min(H_in / h, W_in / w)`` and pads bottom/right with ``cfg.pad_value``. Resizing uses
     ``cv2.INTER_LINEAR`` as the training pipeline does. See :func:`_check_image` for what is accepted.
+
+    Normalization ``(x / 255 - mean) / std`` (torchvision's float32 order of operations) is a
+    256-entry table per channel (:func:`normalize_table`): bit-identical values, one pass that
+    also does the HWC -> CHW transpose and the channel swap.
     """
     if not isinstance(color, str) or color.lower() not in COLOR_ORDERS:
         raise ValueError(f"color={color!r} is not one of {list(COLOR_ORDERS)} (the channel order of the input images)")
@@ -113,20 +133,15 @@ def preprocess(
         raise ValueError("no images given")
     h_in, w_in = input_size
     batch = np.empty((len(images), 3, h_in, w_in), dtype=np.float32)
-    mean = np.asarray(cfg.mean, dtype=np.float32).reshape(3, 1, 1)
-    std = np.asarray(cfg.std, dtype=np.float32).reshape(3, 1, 1)
+    table = normalize_table(tuple(cfg.mean), tuple(cfg.std))
     maps = []
     for i, image in enumerate(images):
         image = _check_image(image, i)
         resized, geo = resize_image(image, (h_in, w_in), cfg.resize, cfg.pad_value)
         maps.append(Letterbox(geo.scale_x, geo.scale_y, image.shape[1], image.shape[0]))
-        out = batch[i]
-        chw = resized.transpose(2, 0, 1)
-        out[...] = chw[::-1] if bgr else chw  # HWC uint8 -> CHW float32 (RGB), in place
-        # (x / 255 - mean) / std in torchvision's order of operations, so inputs are bit-identical
-        np.divide(out, np.float32(255.0), out=out)
-        out -= mean
-        out /= std
+        planes = cv2.split(resized)  # HWC -> 3 uint8 planes (small: the network input's size)
+        for c in range(3):  # each plane through its channel's table, straight into the batch (CHW, RGB)
+            cv2.LUT(planes[2 - c] if bgr else planes[c], table[c], dst=batch[i, c])
     return batch, maps
 
 
@@ -293,9 +308,9 @@ class Detector:
 
     def postprocess(self, cls_logits: Any, box_deltas: Any, maps: Sequence[Letterbox]) -> list[Detections]:
         """Raw outputs -> :class:`Detections` in each original image's pixels."""
-        from ssdlite.model.postprocess import postprocess
+        from ssdlite.model.postprocess import postprocess_numpy
 
-        results = postprocess(
+        results = postprocess_numpy(
             cls_logits,
             box_deltas,
             self.anchors,
@@ -304,15 +319,7 @@ class Detector:
             classification=self.classification,
             box_weights=self.box_weights,
         )
-        out = []
-        for (boxes, scores, labels), m in zip(results, maps):
-            labels_np = labels.numpy().astype(np.int64, copy=False)
-            out.append(
-                Detections(
-                    boxes=m.to_image(boxes.numpy().astype(np.float32, copy=False)),
-                    scores=scores.numpy().astype(np.float32, copy=False),
-                    labels=labels_np,
-                    names=[self.class_names[i] for i in labels_np],
-                )
-            )
-        return out
+        return [
+            Detections(boxes=m.to_image(boxes), scores=scores, labels=labels, names=[self.class_names[i] for i in labels.tolist()])
+            for (boxes, scores, labels), m in zip(results, maps)
+        ]

@@ -11,19 +11,21 @@ as logit columns, as torchvision does, so even its coordinate offsets are the sa
 candidates are decoded. Ties in score inside one class may be ordered differently from
 torchvision (``topk``'s tie order is unspecified).
 
-Real-time thresholds (``score_thresh >= PREFILTER_MIN_THRESH``) take a NumPy path whose cost
-does not grow with the number of anchors times classes beyond one max per anchor: a softmax
-score can pass ``t`` only where ``l_c - l_0 > logit(t)`` (``softmax_c <= sigmoid(l_c - l_0)``),
-so only those anchors get a softmax; few candidates then go through a NumPy replica of
-``batched_nms`` (same coordinate offsets, same float32 arithmetic, same stable order). Too
-many candidates fall back to the torch path. Both paths give the same detections.
+Real-time thresholds (``score_thresh >= PREFILTER_MIN_THRESH``) on CPU take a NumPy path: from
+one max and one sum per anchor, :func:`candidate_rows` bounds its best score (no exponential),
+only anchors that may pass get a softmax (torch's kernel: the same scores, bit for bit), and the
+few candidates are decoded and go through a NumPy replica of ``batched_nms`` (same coordinate
+offsets, float32 arithmetic and stable order); many fall back to torch kernels. Both paths give
+the same detections; :func:`postprocess_numpy` returns them as arrays (``Detector`` does).
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Sequence
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,7 +35,7 @@ from torchvision.ops import batched_nms, clip_boxes_to_image
 from ssdlite.model.box_coder import DEFAULT_WEIGHTS, decode
 from ssdlite.config import PostprocessConfig
 
-__all__ = ["postprocess", "class_scores", "select_candidates", "batched_nms_np"]
+__all__ = ["postprocess", "postprocess_numpy", "class_scores", "candidate_rows", "select_candidates", "batched_nms_np"]
 
 ArrayLike = Tensor | np.ndarray
 
@@ -117,6 +119,32 @@ def _select_by_topk(scores: Tensor, passed: Tensor, topk: int) -> tuple[Tensor, 
     return anchor_idx[keep], cls_idx[keep], values[keep]
 
 
+def _check_shapes(cls_logits: ArrayLike, box_deltas: ArrayLike, anchors: ArrayLike) -> None:
+    if len(cls_logits.shape) != 3 or tuple(box_deltas.shape) != (*cls_logits.shape[:2], 4) or tuple(anchors.shape) != (cls_logits.shape[1], 4):
+        raise ValueError(
+            f"postprocess expects cls_logits (N, A, C+1), box_deltas (N, A, 4) and anchors (A, 4); got "
+            f"{tuple(cls_logits.shape)}, {tuple(box_deltas.shape)} and {tuple(anchors.shape)}"
+        )
+
+
+def _check_classification(classification: str) -> None:
+    if classification not in ("softmax", "focal"):
+        raise ValueError(f"classification={classification!r} is not allowed; choose 'softmax' or 'focal'")
+
+
+def _as_array(x: ArrayLike) -> np.ndarray:
+    """A C-contiguous float32 array of a CPU tensor or array (no copy when it already is one)."""
+    x = x.numpy() if isinstance(x, Tensor) else x
+    if x.dtype == np.float32 and x.flags.c_contiguous:
+        return x
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _sparse_applies(cfg: PostprocessConfig, *arrays: ArrayLike) -> bool:
+    return cfg.score_thresh >= PREFILTER_MIN_THRESH and all(
+        isinstance(x, np.ndarray) or (isinstance(x, Tensor) and x.device.type == "cpu" and not x.requires_grad) for x in arrays)
+
+
 @torch.no_grad()
 def postprocess(
     cls_logits: ArrayLike,
@@ -141,20 +169,38 @@ def postprocess(
     Returns:
         Per image ``(boxes (K, 4) float32 xyxy input pixels, scores (K,) float32, labels (K,)
         int64 0-based)``, sorted by score descending, ``K <= detections_per_img``.
+        :func:`postprocess_numpy` gives the same as NumPy arrays.
     """
+    _check_shapes(cls_logits, box_deltas, anchors)
+    _check_classification(classification)
+    h, w = int(image_size[0]), int(image_size[1])
+    if _sparse_applies(cfg, cls_logits, box_deltas, anchors):
+        out = _sparse_batch(cls_logits, box_deltas, anchors, (h, w), cfg, classification, box_weights)
+        return [tuple(torch.from_numpy(x) for x in r) for r in out]
     cls_logits = _as_tensor(cls_logits, "cls_logits")
     box_deltas = _as_tensor(box_deltas, "box_deltas")
     anchors = _as_tensor(anchors, "anchors").to(box_deltas.device)
-    if cls_logits.dim() != 3 or box_deltas.shape != (*cls_logits.shape[:2], 4) or anchors.shape != (cls_logits.shape[1], 4):
-        raise ValueError(
-            f"postprocess expects cls_logits (N, A, C+1), box_deltas (N, A, 4) and anchors (A, 4); got "
-            f"{tuple(cls_logits.shape)}, {tuple(box_deltas.shape)} and {tuple(anchors.shape)}"
-        )
-    h, w = int(image_size[0]), int(image_size[1])
-    if cfg.score_thresh >= PREFILTER_MIN_THRESH and cls_logits.device.type == "cpu":
-        return [_sparse_image(lg, dl, anchors, (h, w), cfg, classification, box_weights)
-                for lg, dl in zip(cls_logits.numpy(), box_deltas.numpy())]
     return _postprocess_dense(cls_logits, box_deltas, anchors, (h, w), cfg, classification, box_weights)
+
+
+def postprocess_numpy(
+    cls_logits: ArrayLike,
+    box_deltas: ArrayLike,
+    anchors: ArrayLike,
+    image_size: tuple[int, int],
+    cfg: PostprocessConfig,
+    classification: str = "softmax",
+    box_weights: Sequence[float] = DEFAULT_WEIGHTS,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`postprocess` with NumPy results (what ``Detector`` hands out): the same detections,
+    without tensor round trips at real-time thresholds (a few microseconds a frame at batch 1)."""
+    _check_shapes(cls_logits, box_deltas, anchors)
+    _check_classification(classification)
+    h, w = int(image_size[0]), int(image_size[1])
+    if _sparse_applies(cfg, cls_logits, box_deltas, anchors):
+        return _sparse_batch(cls_logits, box_deltas, anchors, (h, w), cfg, classification, box_weights)
+    out = postprocess(cls_logits, box_deltas, anchors, (h, w), cfg, classification, box_weights)
+    return [tuple(x.cpu().numpy() for x in r) for r in out]
 
 
 def _postprocess_dense(
@@ -189,69 +235,126 @@ def _postprocess_dense(
 # ----------------------------------------------------------------------------- NumPy real-time path
 
 
+def _sparse_batch(cls_logits, box_deltas, anchors, image_size, cfg, classification, box_weights):
+    logits, deltas, anchors = _as_array(cls_logits), _as_array(box_deltas), _as_array(anchors)
+    return [_sparse_image(lg, dl, anchors, image_size, cfg, classification, box_weights) for lg, dl in zip(logits, deltas)]
+
+
+def candidate_rows(logits: np.ndarray, score_thresh: float, classification: str = "softmax") -> np.ndarray:
+    """The anchors (rows of ``logits`` (A, C + 1), C-contiguous float32) some class of which may
+    score above ``score_thresh``: a superset of those that do, found without any exponential.
+
+    Focal: ``sigmoid(l_c) > t`` exactly when ``l_c > logit(t)``. Softmax: with ``m`` the largest
+    foreground logit, every foreground score is at most ``1 / (1 + e^(l_0 - m) + (C - 1) e^(mu - m))``,
+    ``mu`` the mean of the other C - 1 foreground logits (Jensen: a mean of exponentials is at
+    least the exponential of the mean), so a score above ``t`` needs both ``l_0 - m < log K`` and
+    ``log(C - 1) + mu - m < log K``, ``K = 1 / t - 1``. The first prunes a trained detector's
+    background anchors, the second (tried when the first leaves many) flat or many-class rows.
+    Row sums are taken in float64, the bounds get a slack (``_BOUND_SLACK`` in log space) that
+    covers every rounding of the scores, and a row with a non-finite bound is kept.
+    """
+    t = float(score_thresh)
+    n = logits.shape[1]
+    m = np.maximum.reduceat(logits.ravel(), _segments(*logits.shape))[::2]  # largest foreground logit of each row
+    if classification == "focal":
+        bound = math.log(t / (1.0 - t)) - _BOUND_SLACK if t < 1.0 else math.inf
+        return np.flatnonzero(~(m <= bound))
+    log_k = math.log(math.exp(_BOUND_SLACK + n * 2.0**-20) / t - 1.0)  # + the rounding of n-term softmax sums
+    l0 = logits[:, 0]
+    # m - l0 > -log K in float32: its rounding is relative to |m - l0|, a speck of the slack near the bound
+    keep = ~(m - l0 <= np.float32(-log_k))
+    if n > 2 and np.count_nonzero(keep) > SPARSE_MAX_NMS:  # and (C - 1) mu = S - l0 - m < (C - 1)(m + log K -
+        # log(C - 1)), i.e. C m + l0 + c > S (float64: S is a sum of n logits)
+        c = (n - 2) * (log_k - math.log(n - 2))
+        lhs = np.multiply(m, float(n - 1), dtype=np.float64)
+        lhs += l0
+        keep &= ~(lhs + c <= cv2.reduce(logits, 1, cv2.REDUCE_SUM, dtype=cv2.CV_64F).ravel())
+    return np.flatnonzero(keep)
+
+
+@lru_cache(maxsize=8)
+def _segments(a: int, n: int) -> np.ndarray:
+    """Start offsets of the foreground and background runs of an (a, n) array, flattened: the
+    ``reduceat`` indices whose even results are the row maxima over columns 1..n-1."""
+    starts = np.arange(a, dtype=np.intp) * n
+    return np.stack((starts + 1, starts + n), axis=1).ravel()[:-1].copy()
+
+
+def _empty() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+
+
 def _sparse_image(
     logits: np.ndarray,
     deltas: np.ndarray,
-    anchors: Tensor,
+    anchors: np.ndarray,
     image_size: tuple[int, int],
     cfg: PostprocessConfig,
     classification: str,
     box_weights: Sequence[float],
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One image at a real-time threshold, the small work in NumPy.
 
-    ``logits`` (A, C + 1), ``deltas`` (A, 4) float32. Same selection, order, scores and NMS as the
-    torch path (boxes can differ in the last float32 bit: NumPy's ``exp``).
+    ``logits`` (A, C + 1), ``deltas`` (A, 4), ``anchors`` (A, 4) float32. Same selection, order,
+    scores and NMS as the torch path (boxes can differ in the last float32 bit: NumPy's ``exp``).
     """
     t = float(cfg.score_thresh)
-    bound = math.log(t / (1.0 - t)) - _BOUND_SLACK if t < 1.0 else math.inf
-    fg_max = torch.from_numpy(logits)[:, 1:].amax(dim=1).numpy()  # torch's row max is faster than NumPy's here
-    # softmax_c <= sigmoid(l_c - l_0): no class of an anchor can pass t unless l_c - l_0 > logit(t)
-    rows = np.flatnonzero((fg_max - logits[:, 0] if classification == "softmax" else fg_max) > bound)
+    rows = candidate_rows(logits, t, classification)
+    if rows.size == 0:
+        return _empty()
     if rows.size > SPARSE_MAX_ROWS:  # flat logits (e.g. an untrained model): exact scores of every anchor
         all_probs = class_scores(torch.from_numpy(logits), classification)
         rows = (all_probs.amax(dim=1) > t).nonzero().squeeze(1).numpy()
         probs = all_probs.numpy()[rows]
-    else:  # the same torch kernels as the torch path, on the few rows: the same scores, bit for bit
-        probs = class_scores(torch.from_numpy(logits[rows]), classification).numpy()
+    elif classification == "softmax":  # the torch path's kernel on the few rows: the same scores, bit for bit
+        probs = torch.from_numpy(logits[rows]).softmax(-1).numpy()[:, 1:]
+    else:  # sigmoid of the foreground columns as a view, like the torch path's (the same inner loops)
+        probs = torch.from_numpy(logits[rows])[:, 1:].sigmoid().numpy()
     r, c = np.nonzero(probs > t)  # anchor-major: within a class, anchors ascending (the torch path's tie order)
+    if r.size == 0:
+        return _empty()
     s = probs[r, c]
     order = np.lexsort((-s, c))  # class ascending, score descending, stable
-    c_sorted = c[order]
-    counts = np.bincount(c_sorted, minlength=probs.shape[1])
-    rank = np.arange(order.size) - (np.cumsum(counts) - counts)[c_sorted]
-    sel = order[rank < cfg.topk_candidates]
-    anchor_idx, labels, scores = rows[r[sel]], c[sel].astype(np.int64), s[sel].astype(np.float32, copy=False)
-    boxes = _decode_np(deltas[anchor_idx], anchors.numpy()[anchor_idx], box_weights)
+    if order.size > cfg.topk_candidates:  # some class may hold more than topk: rank inside each class
+        c_sorted = c[order]
+        counts = np.bincount(c_sorted, minlength=probs.shape[1])
+        rank = np.arange(order.size) - (np.cumsum(counts) - counts)[c_sorted]
+        order = order[rank < cfg.topk_candidates]
+    anchor_idx, labels, scores = rows[r[order]], c[order].astype(np.int64), s[order]
+    boxes = _decode_np(deltas[anchor_idx], anchors[anchor_idx], box_weights)
     h, w = image_size
-    np.clip(boxes[:, 0::2], 0, w, out=boxes[:, 0::2])  # torchvision clip_boxes_to_image
-    np.clip(boxes[:, 1::2], 0, h, out=boxes[:, 1::2])
+    np.minimum(np.maximum(boxes, np.float32(0.0), out=boxes), np.array([w, h, w, h], np.float32), out=boxes)  # clip_boxes_to_image
     if labels.size > SPARSE_MAX_NMS:
         keep = batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels + 1), cfg.nms_thresh).numpy()
     else:
         keep = batched_nms_np(boxes, scores, labels + 1, cfg.nms_thresh)
     keep = keep[: cfg.detections_per_img]
-    return torch.from_numpy(boxes[keep]), torch.from_numpy(scores[keep]), torch.from_numpy(labels[keep])
+    return boxes[keep], scores[keep], labels[keep]
 
 
 def _decode_np(deltas: np.ndarray, anchors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
-    """:func:`ssdlite.model.box_coder.decode` in float32 NumPy, operation for operation; (K, 4) xyxy pixels."""
-    from ssdlite.model.box_coder import BBOX_XFORM_CLIP
+    """:func:`ssdlite.model.box_coder.decode` in float32 NumPy, operation for operation; (K, 4) xyxy pixels.
 
-    wx, wy, ww, wh = (float(v) for v in weights)
+    x and y go through each operation together (columns (x, y) and (w, h)): the same float32
+    operations on every coordinate as the torch decode, in half the NumPy calls.
+    """
+    w_xy, w_wh, clip = _decode_constants(tuple(float(v) for v in weights))
     deltas = deltas.astype(np.float32, copy=False)
     anchors = anchors.astype(np.float32, copy=False)
-    widths = anchors[:, 2] - anchors[:, 0]
-    heights = anchors[:, 3] - anchors[:, 1]
-    ctr_x = anchors[:, 0] + np.float32(0.5) * widths
-    ctr_y = anchors[:, 1] + np.float32(0.5) * heights
-    dw = np.minimum(deltas[:, 2] / np.float32(ww), np.float32(BBOX_XFORM_CLIP))
-    dh = np.minimum(deltas[:, 3] / np.float32(wh), np.float32(BBOX_XFORM_CLIP))
-    pred_ctr_x = deltas[:, 0] / np.float32(wx) * widths + ctr_x
-    pred_ctr_y = deltas[:, 1] / np.float32(wy) * heights + ctr_y
-    half_w = np.float32(0.5) * (np.exp(dw) * widths)
-    half_h = np.float32(0.5) * (np.exp(dh) * heights)
-    return np.stack((pred_ctr_x - half_w, pred_ctr_y - half_h, pred_ctr_x + half_w, pred_ctr_y + half_h), axis=1)
+    sizes = anchors[:, 2:] - anchors[:, :2]  # widths, heights
+    ctr = anchors[:, :2] + np.float32(0.5) * sizes
+    d_size = np.minimum(deltas[:, 2:] / w_wh, clip)
+    pred_ctr = deltas[:, :2] / w_xy * sizes + ctr
+    half = np.float32(0.5) * (np.exp(d_size) * sizes)
+    return np.concatenate((pred_ctr - half, pred_ctr + half), axis=1)
+
+
+@lru_cache(maxsize=8)
+def _decode_constants(weights: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray, np.float32]:
+    from ssdlite.model.box_coder import BBOX_XFORM_CLIP
+
+    wx, wy, ww, wh = weights
+    return np.array([wx, wy], np.float32), np.array([ww, wh], np.float32), np.float32(BBOX_XFORM_CLIP)
 
 
 def batched_nms_np(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -266,22 +369,29 @@ def batched_nms_np(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, io
     Replicates torchvision's small-input path exactly: boxes offset by ``group * (max + 1)`` in
     float32, a stable descending sort, IoU ``inter / (area_i + area_j - inter)`` in float32
     compared with the threshold in float64 (C++ promotes), greedy suppression. O(K^2) memory:
-    meant for the few dozen boxes of a real-time frame.
+    meant for the few dozen boxes of a real-time frame. When every box has a group of its own
+    and no coordinate is negative, the offset boxes cannot overlap (float32 rounding is monotone
+    and keeps them at least touching-apart while the offsets stay below 2^22): nothing is
+    suppressed and the sort alone is the answer.
     """
-    if boxes.shape[0] == 0:
+    k = boxes.shape[0]
+    if k == 0:
         return np.zeros(0, dtype=np.int64)
-    boxes = boxes + (groups.astype(np.float32) * (boxes.max() + np.float32(1.0)))[:, None]
-    order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = boxes[order].T
-    areas = (x2 - x1) * (y2 - y1)
-    w = np.maximum(np.float32(0.0), np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]))
-    h = np.maximum(np.float32(0.0), np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :]))
-    inter = w * h
+    order = np.argsort(-scores, kind="stable").astype(np.int64, copy=False)
+    top = boxes.max()
+    if k == 1 or (len(set(groups.tolist())) == k and boxes.min() >= 0
+                  and float(np.abs(groups).max()) * (float(top) + 1.0) < 2.0**22):
+        return order
+    b = (boxes + (groups.astype(np.float32) * (top + np.float32(1.0)))[:, None])[order]
+    areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    lt = np.maximum(b[:, None, :2], b[None, :, :2])
+    wh = np.maximum(np.float32(0.0), np.minimum(b[:, None, 2:], b[None, :, 2:]) - lt)
+    inter = wh[..., 0] * wh[..., 1]
     with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 for empty boxes: NaN, never suppresses
         over = (inter / (areas[:, None] + areas[None, :] - inter)).astype(np.float64) > iou_threshold
-    suppressed = np.zeros(order.size, dtype=bool)
+    suppressed = np.zeros(k, dtype=bool)
     keep = []
-    for i in range(order.size):
+    for i in range(k):
         if not suppressed[i]:
             keep.append(i)
             suppressed |= over[i]
