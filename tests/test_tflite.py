@@ -214,9 +214,49 @@ def test_export_cli_verify_and_bad_arguments(small, photo_set, tmp_path, capsys)
     printed = capsys.readouterr().out
     assert "(tflite," in printed and "fp32" in printed and "verify: OK" in printed
     assert run_tool("export", ["--checkpoint", ckpt, "--out", tmp_path / "x.tflite", "--int8"]) != 0
-    assert "needs calibration images: give --calibration DIR" in capsys.readouterr().err
+    assert "the config's val split is not on this machine" in capsys.readouterr().err  # --calibration val (the default)
     assert run_tool("export", ["--checkpoint", ckpt, "--out", tmp_path / "x.tflite", "--int8", "--calibration", tmp_path / "none"]) != 0
     assert "calibration folder" in capsys.readouterr().err and not (tmp_path / "x.tflite").exists()
+
+
+def test_int8_export_under_the_ap_bound(small, photo_set, tmp_path, capsys):
+    """export --int8 --format tflite: fp32 and int8 scored on annotations, the AP record in the file; without
+    annotations the bound cannot be measured (an error unless --max-ap-drop none)."""
+    from ssdlite.deploy.detector import Detector
+    from ssdlite.deploy.litert_runtime import LiteRtRunner
+
+    ckpt, _, paths = small
+    from ssdlite.data.names import category_ids_of
+
+    det = Detector.from_checkpoint(ckpt, threads=1, score_thresh=0.3)
+    cats = category_ids_of(det.cfg.model)
+    gt = {"images": [], "annotations": [], "categories": [{"id": c, "name": f"c{c}"} for c in cats]}
+    for i, (p, d) in enumerate(zip(paths, det([read_rgb(p) for p in paths]))):
+        h, w = read_rgb(p).shape[:2]
+        gt["images"].append({"id": i + 1, "file_name": p.name, "height": h, "width": w})
+        for (x1, y1, x2, y2), label in zip(d.boxes.tolist(), d.labels.tolist()):
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i + 1, "category_id": cats[label],
+                                      "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    assert gt["annotations"], "the lively model should find objects"
+    ann = tmp_path / "pseudo_gt.json"
+    ann.write_text(json.dumps(gt))
+    out = tmp_path / "m_int8.tflite"
+    assert run_tool("export", ["--checkpoint", ckpt, "--out", out, "--int8", "--calibration", photo_set.folder]) != 0
+    assert "cannot be measured" in capsys.readouterr().err and not out.exists()
+    common = ["--checkpoint", ckpt, "--out", out, "--int8", "--calibration", photo_set.folder, "--val", ann, "--threads", "1",
+              "--json-out", tmp_path / "r.json"]
+    # random weights are the worst case of int8 (they lose most of their AP): refused under a 0.5 bound, nothing written
+    assert run_tool("export", [*common, "--max-ap-drop", "0.5"]) != 0
+    assert "refused to write" in capsys.readouterr().err and not out.exists()
+    refused = json.loads((tmp_path / "r.json").read_text())
+    assert refused["path"] is None and refused["attempts"][0]["recipe"] == "tflite-int8"
+    assert run_tool("export", [*common, "--max-ap-drop", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "int8: fp32 AP" in printed and "int8: chose tflite-int8" in printed
+    q = LiteRtRunner(out, threads=1).quantization
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert q["backend_measured"] == "litert" and q["int8_ap"] == pytest.approx(report["attempts"][0]["ap"])
+    assert q["fp32_ap"] == pytest.approx(refused["fp32_ap"]) and q["max_ap_drop"] == 1 and q["tool"].startswith("ai-edge-quantizer")
 
 
 def test_not_an_ssdlite_tflite_gets_a_clear_error(small, tmp_path):

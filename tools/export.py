@@ -141,7 +141,8 @@ def main(args: argparse.Namespace) -> int:
             save_checkpoint(source, model, cfg)
         out = Path(export(source, args.out, **options))
         detail = f", opset {args.opset}, {'NMS in graph' if args.with_nms else 'raw outputs'}" if fmt.name == "onnx" else ""
-        detail += (", int8 QDQ" if fmt.name == "onnx" else f", int8, {args.int8_io} input / outputs") if args.int8 else ""
+        detail += (", int8 QDQ" if fmt.name == "onnx" else f", int8, {args.int8_io} input / outputs") if args.int8 else (
+            ", fp32" if fmt.name == "tflite" else "")
         print(f"export: wrote {out} ({fmt.name}, {_written_size(out) / 1e6:.1f} MB{detail})")
         if not args.verify:
             return 0

@@ -117,6 +117,10 @@ def _resolve_sets(cfg: Any, calibration: str | Path | None, count: int | None, v
         split = cfg.data.val
         if split.format == "coco" and not (split.images and split.annotations):
             raise ValueError("the model's config has no val split (data.val.images / annotations): give --calibration DIR")
+        missing = [str(p) for p in (split.images, split.annotations) if p and not Path(p).exists()]
+        if missing:
+            raise ValueError(f"--calibration val: the config's val split is not on this machine ({', '.join(missing)} missing): "
+                             "give --calibration DIR (a folder of images) and --val ANNOTATIONS.json with --val-images DIR")
         names = class_names_of(cfg.model) if split.format != "coco" else None
         return split_ground_truth(split, class_names=names)
 

@@ -85,6 +85,9 @@ def add_timing_arguments(parser: argparse.ArgumentParser, frames: int) -> None:
     parser.add_argument("--openvino-precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"],
                         help="precisions the openvino back end is timed in, one row each (default: fp32; bf16 runs "
                              "as bf16 only on CPUs with bf16 units, the prec column says what ran)")
+    parser.add_argument("--int8", action="store_true",
+                        help="also time an int8 file (static QDQ, the backbone family's default recipe, calibrated on the "
+                             "frames) on onnxruntime and openvino: rows onnxruntime-int8 / openvino-int8")
     parser.add_argument("--ort-torch-threads", type=int, default=1, help="torch threads (postprocess only) of the ONNX Runtime, OpenVINO and ncnn contenders (default: 1)")
     parser.add_argument(
         "--omp-wait-policy", choices=["PASSIVE", "ACTIVE", "default"], default="PASSIVE",
@@ -168,7 +171,7 @@ def prepare_frames(args: argparse.Namespace, work: Path, tag: str = "latency") -
     common = {
         "frames": str(frames_path), "threads": args.threads, "score": args.score, "warmup": args.warmup,
         "spinning": args.spinning, "ort_torch_threads": args.ort_torch_threads, "omp_wait_policy": args.omp_wait_policy,
-        "openvino_precisions": list(getattr(args, "openvino_precisions", ["fp32"])),
+        "openvino_precisions": list(getattr(args, "openvino_precisions", ["fp32"])), "int8": bool(getattr(args, "int8", False)),
     }
     return frames, common
 
@@ -197,8 +200,25 @@ def ours_specs(name: str, model: Any, cfg: Any, backend: str, common: dict[str, 
         if not path.is_file():
             exporter(fmt)(ckpt, path)
     precisions = (common.get("openvino_precisions") or ["fp32"]) if backend == "openvino" else ["fp32"]
-    return [{**common, "name": name, "kind": "ssdlite", "backend": backend, "checkpoint": str(path), "precision": p,
-             "column": backend if p == "fp32" else f"{backend}-{p}"} for p in precisions]
+    specs = [{**common, "name": name, "kind": "ssdlite", "backend": backend, "checkpoint": str(path), "precision": p,
+              "column": backend if p == "fp32" else f"{backend}-{p}"} for p in precisions]
+    if common.get("int8") and backend in ("onnxruntime", "openvino"):  # one int8 file, both run it
+        specs.append({**specs[0], "checkpoint": str(_int8_file(path, cfg, common)), "column": f"{backend}-int8"})
+    return specs
+
+
+def _int8_file(fp32: Path, cfg: Any, common: dict[str, Any]) -> Path:
+    """The int8 (QDQ) twin of ``fp32``, its family's default recipe, calibrated on the benchmark's frames (written once)."""
+    from ssdlite.deploy.detector import preprocess
+    from ssdlite.deploy.quantize import quantize_onnx, recipes_for
+
+    out = fp32.with_name(f"{fp32.stem}_int8.onnx")
+    if not out.is_file():
+        frames = np.load(common["frames"])
+        frames = frames[:: max(1, len(frames) // 16)][:16]
+        batch = np.concatenate([preprocess([f], tuple(cfg.model.input_size), cfg.preprocess)[0] for f in frames])
+        quantize_onnx(fp32, out, batch, recipes_for(cfg.model.backbone.name)[0])
+    return out
 
 
 def config_specs(paths: dict[str, Path], backends: list[str], frames: np.ndarray, common: dict[str, Any],
