@@ -10,7 +10,6 @@ is the damage quantization does, measured by the same COCO evaluation as for a t
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np

@@ -103,7 +103,7 @@ def test_detector_detect_and_the_format_tables(exported, tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "frames" / "a.png"), cv2.cvtColor(images[0], cv2.COLOR_RGB2BGR))
     assert run_tool("detect", ["--checkpoint", out, "--source", tmp_path / "frames", "--backend", "ncnn",
                                "--score", "0.1", "--json", tmp_path / "det.jsonl"]) == 0
-    assert f"({'ncnn'})" in capsys.readouterr().err
+    assert "(ncnn fp32)" in capsys.readouterr().err
     frame = json.loads((tmp_path / "det.jsonl").read_text().splitlines()[0])
     assert len(frame["detections"]) == len(det([images[0]])[0].scores) > 0
 
@@ -173,12 +173,13 @@ def test_missing_extra_is_one_line(monkeypatch, tmp_path):
 
 def test_latency_benchmark_builds_and_times_an_ncnn_contender(exported, tmp_path):
     """``benchmark latency --backends ncnn``: the contender spec points at the ncnn files and its stages run."""
-    from ssdlite.apps.bench.latency import _ours_stages, ours_spec
+    from ssdlite.apps.bench.latency import ours_specs
+    from ssdlite.apps.bench.latency_child import _ours_stages
 
     ckpt, _, images = exported
     model, cfg = load_model(ckpt)
     common = {"threads": 1, "score": 0.1, "spinning": False}
-    spec = ours_spec("small", model.eval(), cfg, "ncnn", common, tmp_path)
+    (spec,) = ours_specs("small", model.eval(), cfg, "ncnn", common, tmp_path)
     assert spec["checkpoint"] == str(tmp_path / "small.param") and (tmp_path / "small.bin").is_file()
     t0, t1, t2, t3, n = _ours_stages(spec)(images[0])
     assert t0 <= t1 <= t2 <= t3 and n > 0

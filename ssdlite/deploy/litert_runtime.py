@@ -15,14 +15,14 @@ the outputs mean (anchors, box weights, score function, config) comes from the f
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from ssdlite.deploy.onnx_format import OUTPUTS, check_metadata, read_anchors
+from ssdlite.deploy.onnx_format import OUTPUTS, check_metadata
+from ssdlite.deploy.onnx_reader import ExportedRunner
 from ssdlite.deploy.tflite_format import INPUT, SIGNATURE, read_metadata, read_quantization
 
 __all__ = ["LiteRtRunner"]
@@ -54,7 +54,7 @@ class _Io:
         return ((q.astype(np.int32) - self.zero_point) * np.float32(self.scale)).astype(np.float32)
 
 
-class LiteRtRunner:
+class LiteRtRunner(ExportedRunner):
     """Runs an exported ssdlite ``.tflite`` with LiteRT's interpreter (XNNPACK) on the CPU.
 
     Args:
@@ -105,31 +105,11 @@ class LiteRtRunner:
 
     def _describe(self, meta: dict[str, str]) -> None:
         """What the metadata says (the same keys as an ONNX export's)."""
-        self.metadata = meta
-        self.outputs = meta.get("ssdlite.outputs", "raw")
+        self._read_meta(meta)
         if self.outputs != "raw":
             raise ValueError(f"{self.path}: LiteRT exports have raw outputs, the metadata says {self.outputs!r}")
-        self._config_dict = json.loads(meta["ssdlite.config"])
-        self.class_names: list[str] = json.loads(meta["ssdlite.class_names"])
-        self.input_size = tuple(int(v) for v in json.loads(meta["ssdlite.input_size"]))
-        self.feature_sizes = [tuple(int(v) for v in s) for s in json.loads(meta["ssdlite.feature_sizes"])]
-        self.postprocess: dict = json.loads(meta["ssdlite.postprocess"])
-        self.preprocess: dict = json.loads(meta["ssdlite.preprocess"])
-        self.anchors = read_anchors(meta)
-        self.box_weights = tuple(float(w) for w in self.postprocess["box_weights"])
-        self.classification: str = self.postprocess["classification"]
         self.quantization = read_quantization(meta)
         self.precision = "int8" if self.quantization else "fp32"
-
-    def config(self, overrides: Sequence[str] = ()):
-        """The stored :class:`~ssdlite.config.Config` with ``key=value`` overrides (e.g. postprocess.score_thresh=0.3).
-
-        Overrides of what training fixes (any ``model.*`` key, the input normalization) are
-        refused with a ``ConfigError`` naming the key.
-        """
-        from ssdlite.config import trained_config
-
-        return trained_config(self._config_dict, overrides, str(self.path))
 
     def _run_one(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = image[None].transpose(0, 2, 3, 1) if self._nhwc else image[None]

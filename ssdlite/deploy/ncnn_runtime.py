@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from ssdlite.deploy.onnx_format import check_metadata, read_anchors
+from ssdlite.deploy.onnx_format import check_metadata
+from ssdlite.deploy.onnx_reader import ExportedRunner
 
 __all__ = ["NcnnRunner", "ncnn_files", "read_ncnn_metadata", "INPUT", "OUTPUTS"]
 
@@ -51,7 +51,7 @@ def read_ncnn_metadata(path: str | Path) -> dict[str, str]:
     return check_metadata({str(k): str(v) for k, v in meta.items()}, meta_path)
 
 
-class NcnnRunner:
+class NcnnRunner(ExportedRunner):
     """Runs an ncnn export on the CPU, one image at a time.
 
     Args:
@@ -74,20 +74,9 @@ class NcnnRunner:
         for p in (param, weights):
             if not p.is_file():
                 raise FileNotFoundError(f"ncnn model file {p} does not exist")
-        meta = read_ncnn_metadata(param)
-        self.metadata = meta
-        self.outputs = meta.get("ssdlite.outputs", "raw")
+        self._read_meta(read_ncnn_metadata(param))
         if self.outputs != "raw":
             raise ValueError(f"{param}: an ncnn export has raw outputs, this metadata says {self.outputs!r}")
-        self._config_dict = json.loads(meta["ssdlite.config"])
-        self.class_names: list[str] = json.loads(meta["ssdlite.class_names"])
-        self.input_size = tuple(int(v) for v in json.loads(meta["ssdlite.input_size"]))
-        self.feature_sizes = [tuple(int(v) for v in s) for s in json.loads(meta["ssdlite.feature_sizes"])]
-        self.postprocess: dict = json.loads(meta["ssdlite.postprocess"])
-        self.preprocess: dict = json.loads(meta["ssdlite.preprocess"])
-        self.anchors = read_anchors(meta)
-        self.box_weights = tuple(float(w) for w in self.postprocess["box_weights"])
-        self.classification: str = self.postprocess["classification"]
         self.batch_size = None  # any batch, run image by image
         self.fp16 = bool(fp16)
 
@@ -102,12 +91,6 @@ class NcnnRunner:
             raise ValueError(f"{param}: blobs {list(net.input_names())} -> {list(net.output_names())} are not an ssdlite export's {INPUT} -> {list(OUTPUTS)}")
         self.net = net
         self.threads = int(net.opt.num_threads)
-
-    def config(self, overrides: Sequence[str] = ()):
-        """The stored :class:`~ssdlite.config.Config` with ``key=value`` overrides (as ``OnnxRunner.config``)."""
-        from ssdlite.config import trained_config
-
-        return trained_config(self._config_dict, overrides, str(self.path))
 
     def _run_one(self, image: np.ndarray) -> list[np.ndarray]:
         import ncnn

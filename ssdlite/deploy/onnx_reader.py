@@ -124,7 +124,8 @@ class ExportedRunner:
     name = ""
     precision = "fp32"
 
-    def _describe(self, meta: dict[str, str], batch_dim: object, output_names: Sequence[str]) -> None:
+    def _read_meta(self, meta: dict[str, str]) -> None:
+        """What the ``ssdlite.*`` metadata of any export say (ONNX, ncnn's ``.json``, LiteRT's entries)."""
         meta = check_metadata(meta, self.path)
         self.metadata = meta
         self.outputs = meta.get("ssdlite.outputs", "raw")
@@ -137,6 +138,9 @@ class ExportedRunner:
         self.anchors = read_anchors(meta)
         self.box_weights = tuple(float(w) for w in self.postprocess["box_weights"])
         self.classification: str = self.postprocess["classification"]
+
+    def _describe(self, meta: dict[str, str], batch_dim: object, output_names: Sequence[str]) -> None:
+        self._read_meta(meta)
         self.batch_size = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         self.output_names = list(output_names)
         expected = OUTPUTS.get(self.outputs)
