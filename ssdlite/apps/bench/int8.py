@@ -142,7 +142,7 @@ def _one_model(args: argparse.Namespace, i: int, spec: list[str], out_dir: Path)
     for key, ms in time_runners(runners, batch, args.rounds, args.iters).items():
         row["results"][key]["ms"] = ms
     if args.recipes == "all":
-        cal_paths = calibration_images(images, args.count) if calibration != "val" else None
+        cal_paths = calibration_images(images if calibration == "val" else calibration, args.count)  # as export calibrates
         cal, _ = load_calibration(cal_paths, tuple(cfg.model.input_size), cfg.preprocess)
         study, study_runners = {}, {"fp32": runners["onnxruntime/fp32"]}
         with tempfile.TemporaryDirectory(prefix="ssdlite_int8_study_") as tmp:
