@@ -242,6 +242,10 @@ def test_recipes_and_float_nodes_follow_the_graph(lively, tmp_path):
     assert {by_name[n].op_type for n in se} >= {"GlobalAveragePool", "Conv", "Mul"}
     assert all(by_name[n].op_type == "Conv" or "HardSwish" in by_name[n].op_type
                for n in float_nodes(model, ("hardswish",)) if n in by_name)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    groups = {n.name: next((a.i for a in n.attribute if a.name == "group"), 1) for n in convs}
+    depthwise = float_nodes(model, ("depthwise",))
+    assert depthwise and set(depthwise) == {n for n, g in groups.items() if g > 1} and len(depthwise) < len(convs)
 
 
 def test_default_calibration_is_the_config_val_split(lively, tmp_path):
