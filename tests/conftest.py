@@ -41,6 +41,20 @@ def _one_thread():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _sigchld_restored():
+    """A DataLoader with workers installs a process-wide SIGCHLD handler (torch's worker-failure check) that
+    outlives it. In a long pytest process, a child exiting later (the pnnx converter of the ncnn export, after
+    the tests before it) then had its SIGCHLD delivered to the main thread as a kernel SIGSEGV (si_code
+    SI_KERNEL, in poll) and killed the worker; each test gets back the disposition it started with."""
+    import signal
+
+    before = signal.getsignal(signal.SIGCHLD)
+    yield
+    if signal.getsignal(signal.SIGCHLD) is not before and before is not None:
+        signal.signal(signal.SIGCHLD, before)
+
+
 # ----------------------------------------------------------------------------- synthetic shapes datasets
 
 

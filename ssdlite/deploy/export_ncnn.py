@@ -11,6 +11,7 @@ into place, the ``.param`` last, so a reader never sees a half-written model und
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -26,13 +27,32 @@ from ssdlite.deploy.onnx_format import build_metadata
 __all__ = ["export_ncnn", "export_ncnn_file"]
 
 
+@contextlib.contextmanager
+def _default_sigchld():
+    """SIGCHLD at its default (ignored) while the converter runs: a handler left by a DataLoader with workers
+    (torch's worker-failure check) turned pnnx's exit into a kernel SIGSEGV of this process after a long
+    test session; restored afterwards."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, before if before is not None else signal.SIG_DFL)
+
+
 def _pnnx(trace: Path, shape: tuple[int, ...], fp16_weights: bool) -> None:
     """Run the pnnx binary on a TorchScript file in its folder; RuntimeError with pnnx's last lines if it fails."""
     import pnnx
 
     command = [pnnx.EXEC_PATH, trace.name, "inputshape=[" + ",".join(map(str, shape)) + "]f32",
                "device=cpu", f"fp16={int(fp16_weights)}"]
-    done = subprocess.run(command, cwd=trace.parent, capture_output=True, text=True)
+    with _default_sigchld():
+        done = subprocess.run(command, cwd=trace.parent, capture_output=True, text=True)
     param, weights, _ = ncnn_files(trace.with_suffix(".ncnn.param"))
     if done.returncode != 0 or not param.is_file() or not weights.is_file():
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
