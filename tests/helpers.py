@@ -250,3 +250,39 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def write_plain_onnx(path: Path) -> Path:
+    """A valid ONNX file that is not an ssdlite export: one Identity node, no metadata."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "plain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def assert_runner_is_torch_free(runner: str, path: Path, batch: int = 1) -> None:
+    """``runner`` ("module:Class") runs the 320x320, 80-class export ``path`` in a fresh interpreter, and
+    neither it nor ``config()`` imports torch."""
+    import subprocess
+    import sys
+
+    module, cls = runner.split(":")
+    code = (
+        "import sys, numpy as np\n"
+        f"from {module} import {cls}\n"
+        f"r = {cls}({str(path)!r}, threads=1)\n"
+        f"c, b = r(np.zeros(({batch}, 3, 320, 320), np.float32))\n"
+        "cfg = r.config()\n"
+        f"assert c.shape == ({batch}, 2034, 81) and b.shape == ({batch}, 2034, 4), (c.shape, b.shape)\n"
+        f"assert 'torch' not in sys.modules, '{module} imported torch'\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

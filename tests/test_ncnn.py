@@ -4,13 +4,12 @@ detections; metadata round trip; Detector, detect and eval on ncnn; clear errors
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from helpers import SMALLEST_CONFIG, read_rgb, run_tool, tiny_config
+from helpers import SMALLEST_CONFIG, assert_runner_is_torch_free, read_rgb, run_tool, tiny_config
 from ssdlite.apps.bench.lively import lively_random_model
 from ssdlite.config import from_dict, load_config, to_dict
 from ssdlite.deploy.backends import MissingExtra, default_backend, make_runner
@@ -145,18 +144,7 @@ def test_export_cli_verify_and_errors(exported, photo_set, tmp_path, capsys):
 
 def test_runner_does_not_import_torch(exported):
     _, out, _ = exported
-    code = (
-        "import sys, numpy as np\n"
-        "from ssdlite.deploy.ncnn_runtime import NcnnRunner\n"
-        f"r = NcnnRunner({str(out)!r}, threads=1)\n"
-        "c, b = r(np.zeros((2, 3, 320, 320), np.float32))\n"
-        "cfg = r.config()\n"
-        "assert c.shape == (2, 2034, 81) and b.shape == (2, 2034, 4), (c.shape, b.shape)\n"
-        "assert 'torch' not in sys.modules, 'ncnn_runtime imported torch'\n"
-        "print('ok')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert_runner_is_torch_free("ssdlite.deploy.ncnn_runtime:NcnnRunner", out, batch=2)
 
 
 def test_missing_extra_is_one_line(monkeypatch, tmp_path):

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
-from helpers import SMALLEST_CONFIG, read_rgb
+from helpers import SMALLEST_CONFIG, assert_runner_is_torch_free, read_rgb, write_plain_onnx
 from ssdlite.apps.bench.lively import lively_random_model
 from ssdlite.model.checkpoint import save_checkpoint
 from ssdlite.config import load_config
@@ -68,14 +64,7 @@ def test_runner_reads_config_and_refuses_graph_changing_overrides(exported):
 
 
 def test_non_ssdlite_onnx_gets_a_clear_error(tmp_path):
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "plain",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
-    )
-    plain = tmp_path / "plain.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(plain))
+    plain = write_plain_onnx(tmp_path / "plain.onnx")
     with pytest.raises(ValueError, match=r"not an ssdlite export .*no metadata"):
         OnnxRunner(plain)
     with pytest.raises(ValueError, match="not an ssdlite export"):
@@ -90,15 +79,4 @@ def test_non_ssdlite_onnx_gets_a_clear_error(tmp_path):
 
 def test_runner_does_not_import_torch(exported):
     _, out, _ = exported
-    code = (
-        "import sys, numpy as np\n"
-        "from ssdlite.deploy.onnx_runtime import OnnxRunner\n"
-        f"r = OnnxRunner({str(out)!r}, threads=1)\n"
-        "c, b = r(np.zeros((1, 3, 320, 320), np.float32))\n"
-        "cfg = r.config()\n"
-        "assert c.shape == (1, 2034, 81) and b.shape == (1, 2034, 4), (c.shape, b.shape)\n"
-        "assert 'torch' not in sys.modules, 'onnx_runtime imported torch'\n"
-        "print('ok')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert_runner_is_torch_free("ssdlite.deploy.onnx_runtime:OnnxRunner", out)

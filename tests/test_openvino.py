@@ -4,15 +4,13 @@ by default (bf16 only when asked), quantized graphs report int8; clear errors; n
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
 
-from helpers import SMALLEST_CONFIG, read_rgb, run_tool
+from helpers import SMALLEST_CONFIG, assert_runner_is_torch_free, read_rgb, run_tool, write_plain_onnx
 from ssdlite.apps.bench.lively import lively_random_model
 from ssdlite.config import load_config
 from ssdlite.deploy.backends import MissingExtra, installed, make_runner
@@ -146,14 +144,7 @@ def test_with_nms_export_and_batches(exported, tmp_path):
 
 @needs_openvino
 def test_bad_files_are_one_line_naming_them(tmp_path):
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])],
-        "plain",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 4, 4])],
-    )
-    plain = tmp_path / "plain.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(plain))
+    plain = write_plain_onnx(tmp_path / "plain.onnx")
     with pytest.raises(ValueError, match=r"plain.onnx is not an ssdlite export .*no metadata"):
         _runner(plain)
     garbage = tmp_path / "garbage.onnx"
@@ -234,18 +225,7 @@ def test_detect_and_eval_cli_run_on_openvino(exported, shapes_data, tmp_path, ca
 def test_runner_does_not_import_torch(exported):
     pytest.importorskip("openvino", reason="openvino is not installed (pip install 'ssdlite[openvino]')")
     _, out, _, _ = exported
-    code = (
-        "import sys, numpy as np\n"
-        "from ssdlite.deploy.openvino_runtime import OpenVinoRunner\n"
-        f"r = OpenVinoRunner({str(out)!r}, threads=1)\n"
-        "c, b = r(np.zeros((1, 3, 320, 320), np.float32))\n"
-        "cfg = r.config()\n"
-        "assert c.shape == (1, 2034, 81) and b.shape == (1, 2034, 4), (c.shape, b.shape)\n"
-        "assert 'torch' not in sys.modules, 'openvino_runtime imported torch'\n"
-        "print('ok')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert_runner_is_torch_free("ssdlite.deploy.openvino_runtime:OpenVinoRunner", out)
 
 
 def test_latency_benchmark_rows_name_the_precision(exported, tmp_path):

@@ -9,13 +9,12 @@ without them; the missing-extra tests run either way.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from helpers import SMALLEST_CONFIG, read_rgb, run_tool, shapes_config, write_config
+from helpers import SMALLEST_CONFIG, assert_runner_is_torch_free, read_rgb, run_tool, shapes_config, write_config
 from ssdlite.apps.bench.lively import lively_random_model
 from ssdlite.config import load_config
 from ssdlite.deploy.backends import MissingExtra
@@ -278,18 +277,7 @@ def test_not_an_ssdlite_tflite_gets_a_clear_error(small, tmp_path):
 
 def test_runner_does_not_import_torch(small):
     _, out, _ = small
-    code = (
-        "import sys, numpy as np\n"
-        "from ssdlite.deploy.litert_runtime import LiteRtRunner\n"
-        f"r = LiteRtRunner({str(out)!r}, threads=1)\n"
-        "c, b = r(np.zeros((1, 3, 320, 320), np.float32))\n"
-        "cfg = r.config()\n"
-        "assert c.shape == (1, 2034, 81) and b.shape == (1, 2034, 4), (c.shape, b.shape)\n"
-        "assert 'torch' not in sys.modules, 'litert_runtime imported torch'\n"
-        "print('ok')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert_runner_is_torch_free("ssdlite.deploy.litert_runtime:LiteRtRunner", out)
 
 
 def test_missing_extra_is_one_line_naming_it(monkeypatch, tmp_path, capsys):
