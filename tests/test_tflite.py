@@ -244,8 +244,9 @@ def test_int8_export_under_the_ap_bound(small, photo_set, tmp_path, capsys):
     assert "cannot be measured" in capsys.readouterr().err and not out.exists()
     common = ["--checkpoint", ckpt, "--out", out, "--int8", "--calibration", photo_set.folder, "--val", ann, "--threads", "1",
               "--json-out", tmp_path / "r.json"]
-    # random weights are the worst case of int8 (they lose most of their AP): refused under a 0.5 bound, nothing written
-    assert run_tool("export", [*common, "--max-ap-drop", "0.5"]) != 0
+    # random weights are the worst case of int8 (they lost 0.40 AP on the generated photos, 0.95 on the real ones):
+    # refused under a 0.05 bound, nothing written
+    assert run_tool("export", [*common, "--max-ap-drop", "0.05"]) != 0
     assert "refused to write" in capsys.readouterr().err and not out.exists()
     refused = json.loads((tmp_path / "r.json").read_text())
     assert refused["path"] is None and refused["attempts"][0]["recipe"] == "tflite-int8"
