@@ -35,12 +35,13 @@ import argparse
 import sys
 
 from ssdlite.deploy.formats import format_names
+from ssdlite.deploy.quantize import DEFAULT_CALIBRATION_COUNT
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="an ssdlite .pt checkpoint or published weights by name (coco)")
-    parser.add_argument("--out", "--output", dest="out", required=True, help="the file to write: model.onnx, model.param (ncnn: + model.bin, model.json) or model.mlpackage")
+    parser.add_argument("--out", "--output", dest="out", required=True, help="the file to write: model.onnx, model.param (ncnn: + model.bin, model.json), model.tflite or model.mlpackage")
     parser.add_argument("--format", choices=format_names(), default=None,
                         help="export format (default: the one whose suffix --out has, else onnx)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..20 (default: 17)")
@@ -64,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--int8", action="store_true", help="quantize to int8 (onnx: static QDQ; tflite: full-integer) under the --max-ap-drop bound")
     q.add_argument("--calibration", default="val", metavar="DIR|val",
                    help="calibration images: a folder, or val (the config's val split; default)")
-    q.add_argument("--calibration-count", type=int, default=200, metavar="N",
-                   help="calibration images, evenly spaced over the folder / split (default: 200)")
+    q.add_argument("--calibration-count", type=int, default=DEFAULT_CALIBRATION_COUNT, metavar="N",
+                   help=f"calibration images, evenly spaced over the folder / split (default: {DEFAULT_CALIBRATION_COUNT})")
     q.add_argument("--val", default=None, metavar="ANNOTATIONS.json|val",
                    help="measure the AP bound on these COCO annotations (default: the calibration split's)")
     q.add_argument("--val-images", default=None, metavar="DIR", help="the images of --val (default: the --calibration folder)")
@@ -92,7 +93,9 @@ def _written_size(out) -> int:
     if out.is_dir():
         return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     if out.suffix == ".param":
-        return sum(p.stat().st_size for p in (out, out.with_suffix(".bin"), out.with_suffix(".json")) if p.is_file())
+        from ssdlite.deploy.ncnn_runtime import ncnn_files
+
+        return sum(p.stat().st_size for p in ncnn_files(out) if p.is_file())
     return out.stat().st_size
 
 
